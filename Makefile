@@ -1,0 +1,36 @@
+# make demo  — set up .venv, build the core, run the booking-rush demo
+# make test  — set up .venv, build the core, run the whole test suite
+# make bench — run the benchmarks (never part of make test)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench build debug clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "setuptools>=77" "Cython>=3.1" "numpy>=2.0"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+# pip install -e does not rebuild on .pyx edits: always rebuild in place.
+build: $(STAMP)
+	$(PY) setup.py -q build_ext --inplace
+
+demo: build
+	$(PY) examples/rush_demo.py
+
+test: build
+	$(PY) -m pytest -q
+
+bench: build
+	$(PY) -m pytest benchmarks -q --benchmark-columns=median,ops,rounds --benchmark-sort=name
+
+# Bounds checks on and the cython -a annotation (src/slotengine/_core.html).
+debug: $(STAMP)
+	SLOTENGINE_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
+
+clean:
+	rm -rf $(VENV) build src/slotengine/_core.cpp src/slotengine/*.so src/slotengine/*.html .hypothesis .benchmarks

@@ -1,0 +1,36 @@
+"""slotengine: fair, durable, explainable allocation of scarce hospital slots.
+
+Public names only; see README.md for the model and docs/semantics.md for the
+exact rules both engines (compiled core and ``reference``) implement.
+"""
+from .engine import BatchResult, BookingInfo, Engine, Event, SessionInfo, SlotCounts
+from .errors import SlotEngineError
+from .outcomes import BookingState, EventKind, Reason, SlotState, Status, Tier
+from .policy import Policy
+from .times import DAY, HOUR, MINUTE, from_ms, to_ms
+
+from . import errors  # noqa: E402  (slotengine.errors is public)
+
+__all__ = [
+    "Engine",
+    "Policy",
+    "Status",
+    "Reason",
+    "BookingState",
+    "SlotState",
+    "EventKind",
+    "Tier",
+    "Event",
+    "BookingInfo",
+    "SessionInfo",
+    "SlotCounts",
+    "BatchResult",
+    "SlotEngineError",
+    "errors",
+    "to_ms",
+    "from_ms",
+    "MINUTE",
+    "HOUR",
+    "DAY",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,653 @@
+"""Engine: the public facade over one backend (compiled core or reference).
+
+The facade interns string ids to dense ints, validates and converts Python
+input (types, aware datetimes, quota mappings), and hands every command to the
+backend, which decides.  Results come back from the backend unchanged, so the
+per-call path costs one Python frame, a few dict look-ups and one call.
+
+Every command validates all of its input *before* it touches any state,
+including the intern tables: a call that raises leaves the engine exactly as
+it was.  The engine is single-writer and not thread-safe: serialize calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from . import _core, reference
+from ._state import state_hash as _hash_dump
+from .errors import (
+    DuplicateId,
+    InvalidArgument,
+    InvalidType,
+    TimeWentBackwards,
+    UnknownAccount,
+    UnknownBooking,
+    UnknownChannel,
+    UnknownPatient,
+    UnknownSession,
+)
+from .outcomes import BookingState, EventKind, Reason, SlotState, Status, Tier
+from .policy import Policy
+from .times import DAY, MAX_MS, MINUTE, from_ms, to_ms
+
+__all__ = ["Engine", "Event", "BookingInfo", "SessionInfo", "SlotCounts", "BatchResult"]
+
+_BACKENDS = {"core": _core.Core, "reference": reference.Core}
+_TIERS = {t.name.lower(): int(t) for t in Tier}
+_MAX_ID_LEN = 256
+_MAX_FEE = 10**12
+
+
+class SlotCounts(NamedTuple):
+    """A session's slots by state."""
+
+    free: int
+    held: int
+    booked: int
+    arrived: int
+    no_show: int
+    cancelled: int
+    blocked: int
+
+
+class BatchResult(NamedTuple):
+    """Outcome arrays of ``book_many``: row i is what ``book`` would have returned."""
+
+    status: np.ndarray  # int8, Status codes
+    reason: np.ndarray  # int16, Reason codes
+    slot: np.ndarray  # int32, slot number, 0 when none
+    booking: np.ndarray  # int64, booking id, -1 when none
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the host may need to tell a patient about."""
+
+    kind: EventKind
+    at: int
+    session: str | None
+    booking: int | None
+    patient: str | None
+    detail: int
+
+
+@dataclass(frozen=True, slots=True)
+class BookingInfo:
+    id: int
+    session: str
+    slot: int
+    window: tuple[int, int]
+    patient: str
+    account: str
+    channel: str
+    quota: str
+    state: BookingState
+    created_at: int
+    changed_at: int
+    hold_until: int
+    end_reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    hospital: str
+    department: str
+    doctor: str
+    tier: str
+    starts_at: int
+    ends_at: int
+    slot_minutes: int
+    capacity: int
+    fee: int
+    release: Mapping[str, int]
+    quota_left: Mapping[str, int]
+    cancel_cutoff_at: int
+    rollover_at: int
+    rolled: bool
+    suspended: bool
+    closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """What the facade remembers of a session (the backend holds the rest)."""
+
+    name: str
+    hospital: str
+    department: str
+    doctor: str
+    tier: str
+    starts_at: int
+    ends_at: int
+    slot_minutes: int
+    fee: int
+    release: Mapping[str, int]
+    cancel_cutoff_at: int
+    rollover_at: int
+
+
+class _Names:
+    """A string id <-> dense int table.  O(1) both ways."""
+
+    __slots__ = ("ids", "names", "kind")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.ids: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def check(self, name: object) -> str:
+        if type(name) is not str and not isinstance(name, str):
+            raise InvalidType(f"{self.kind} id must be a str, not {type(name).__name__}")
+        if not name.strip():
+            raise InvalidArgument(f"{self.kind} id must be a non-empty string")
+        if len(name) > _MAX_ID_LEN:
+            raise InvalidArgument(f"{self.kind} id longer than {_MAX_ID_LEN} characters")
+        if not name.isprintable():
+            raise InvalidArgument(f"{self.kind} id {name!r} contains control characters")
+        return str(name)
+
+    def intern(self, name: str) -> int:
+        """Id of an already-checked name, creating it if new."""
+        i = self.ids.get(name)
+        if i is None:
+            i = self.ids[name] = len(self.names)
+            self.names.append(name)
+        return i
+
+
+class Engine:
+    """Slot allocation engine for one platform: sessions, bookings, rules.
+
+    Example::
+
+        >>> import slotengine as se
+        >>> e = se.Engine(seed=7)
+        >>> e.add_session("S1", hospital="H1", department="Cardiology", doctor="Dr Li",
+        ...               starts_at=1_800_000_000_000, capacity=2, fee=6000,
+        ...               release={"app": 0})
+        >>> r = e.book("A1", "P1", "S1", now=1_700_000_000_000)
+        >>> r.status, r.slot
+        (<Status.BOOKED: 1>, 1)
+
+    ``backend="reference"`` runs the plain-Python model of the same semantics
+    (the test oracle and benchmark baseline) behind the same API.
+    """
+
+    def __init__(self, policy: Policy | None = None, seed: int = 0, *, backend: str = "core") -> None:
+        if policy is None:
+            policy = Policy()
+        if not isinstance(policy, Policy):
+            raise InvalidType(f"policy must be a slotengine.Policy, not {type(policy).__name__}")
+        if type(seed) is not int:
+            raise InvalidType(f"seed must be an int, not {type(seed).__name__}")
+        if not 0 <= seed < 2**64:
+            raise InvalidArgument("seed must be in 0 .. 2**64-1")
+        if backend not in _BACKENDS:
+            raise InvalidArgument(f"backend must be one of {sorted(_BACKENDS)}, not {backend!r}")
+        self.policy = policy
+        self.seed = seed
+        self.backend = backend
+        self._core = _BACKENDS[backend](policy.compile(), seed)
+        self._tz = timezone(timedelta(minutes=policy.utc_offset_minutes))
+        self._channels = {name: i for i, name in enumerate(policy.channels)}
+        self._public = self._channels[policy.public_channel]
+        self._accounts = _Names("account")
+        self._patients = _Names("patient")
+        self._sessions = _Names("session")
+        self._hospitals = _Names("hospital")
+        self._departments: dict[tuple[int, str], int] = {}
+        self._meta: list[_Meta] = []
+
+    # -- clock ---------------------------------------------------------------
+
+    @property
+    def now(self) -> int:
+        """The engine clock: the latest ``now`` any command carried (ms)."""
+        return self._core.now
+
+    def _time(self, value: object, name: str = "now") -> int:
+        ms = to_ms(value, name)
+        if ms < self._core.now:
+            raise TimeWentBackwards(f"{name}={ms} is earlier than the engine clock {self._core.now}")
+        return ms
+
+    def _time_or_now(self, value: object) -> int:
+        return self._core.now if value is None else self._time(value)
+
+    # -- sessions ------------------------------------------------------------
+
+    def add_session(
+        self,
+        session: str,
+        *,
+        hospital: str,
+        department: str,
+        doctor: str,
+        tier: str = "general",
+        starts_at: object,
+        slot_minutes: int = 10,
+        capacity: int,
+        fee: int,
+        quotas: Mapping[str, int] | None = None,
+        release: Mapping[str, object] | None = None,
+        now: object = None,
+    ) -> None:
+        """Add one clinic half-day with ``capacity`` numbered slots.
+
+        ``quotas`` splits capacity among channels (default: all to the public
+        channel) and must sum to ``capacity``.  ``release`` gives a channel's
+        release time (default: ``Policy.release_lead_days`` before the
+        session's local day, at ``Policy.release_minute_of_day``).  Slot k's
+        suggested arrival window starts ``(k-1) * slot_minutes`` after
+        ``starts_at``.  Money is integer fen.
+        """
+        name = self._sessions.check(session)
+        if name in self._sessions.ids:
+            raise DuplicateId(f"session {name!r} already exists")
+        hosp = self._hospitals.check(hospital)
+        dept = _Names("department").check(department)
+        doc = _Names("doctor").check(doctor)
+        if type(tier) is not str:
+            raise InvalidType(f"tier must be a str, not {type(tier).__name__}")
+        if tier not in _TIERS:
+            raise InvalidArgument(f"tier must be one of {sorted(_TIERS)}, not {tier!r}")
+        start = to_ms(starts_at, "starts_at")
+        slot_minutes = _int(slot_minutes, "slot_minutes", 1, 24 * 60)
+        capacity = _int(capacity, "capacity", 1, 65535)
+        fee = _int(fee, "fee", 0, _MAX_FEE)
+        when = self._time_or_now(now)
+        pol = self.policy
+        if quotas is None:
+            quotas = {pol.public_channel: capacity}
+        q = self._per_channel(quotas, "quotas")
+        for ch, v in q.items():
+            q[ch] = _int(v, f"quotas[{ch!r}]", 0, 65535)
+        if sum(q.values()) != capacity:
+            raise InvalidArgument(f"quotas sum to {sum(q.values())}, not capacity {capacity}")
+        off = pol.utc_offset_minutes * MINUTE
+        day = (start + off) // DAY
+        day_start = day * DAY - off  # local midnight of the session's day, in UTC ms
+        rel = {ch: day_start - pol.release_lead_days(ch) * DAY + pol.release_minute_of_day * MINUTE
+               for ch in pol.channels}
+        for ch, t in self._per_channel(release or {}, "release").items():
+            rel[ch] = to_ms(t, f"release[{ch!r}]")
+        rel = {ch: max(0, t) for ch, t in rel.items()}
+        end = start + pol.session_minutes * MINUTE
+        if end > MAX_MS:
+            raise InvalidArgument("starts_at is too late")
+        rollover = max(0, start - pol.rollover_minutes * MINUTE)
+        cutoff = max(0, day_start - pol.cancel_cutoff_minutes * MINUTE)
+        # All checked: from here on, state changes.
+        h = self._hospitals.intern(hosp)
+        d = self._departments.setdefault((h, dept), len(self._departments))
+        chans = pol.channels
+        self._core.add_session(
+            h, d, _TIERS[tier], day, start, end, rollover, cutoff, slot_minutes * MINUTE,
+            capacity, fee, [q.get(ch, 0) for ch in chans], [rel[ch] for ch in chans], when,
+        )
+        self._sessions.intern(name)
+        self._meta.append(_Meta(name, hosp, dept, doc, tier, start, end, slot_minutes, fee,
+                                dict(rel), cutoff, rollover))
+
+    def _per_channel(self, mapping: object, what: str) -> dict[str, Any]:
+        if not isinstance(mapping, Mapping):
+            raise InvalidType(f"{what} must be a mapping of channel -> value")
+        for ch in mapping:
+            if ch not in self._channels:
+                raise UnknownChannel(f"{what} names unknown channel {ch!r}")
+        return dict(mapping)
+
+    def _session(self, session: object) -> int:
+        try:
+            return self._sessions.ids[session]  # type: ignore[index]
+        except (KeyError, TypeError):
+            self._sessions.check(session)
+            raise UnknownSession(f"unknown session {session!r}") from None
+
+    def _channel(self, channel: object) -> int:
+        if channel is None:
+            return self._public
+        try:
+            return self._channels[channel]  # type: ignore[index]
+        except (KeyError, TypeError):
+            if not isinstance(channel, str):
+                raise InvalidType(f"channel must be a str, not {type(channel).__name__}") from None
+            raise UnknownChannel(f"unknown channel {channel!r}") from None
+
+    def _known(self, table: _Names, name: object, err: type) -> int:
+        try:
+            return table.ids[name]  # type: ignore[index]
+        except (KeyError, TypeError):
+            table.check(name)
+            raise err(f"unknown {table.kind} {name!r}") from None
+
+    def _booking_id(self, booking: object) -> int:
+        if type(booking) is not int:
+            if isinstance(booking, (bool, float)) or not isinstance(booking, int):
+                raise InvalidType(f"booking must be an int id, not {type(booking).__name__}")
+            booking = int(booking)
+        if not 0 <= booking < self._core.n_bookings:
+            raise UnknownBooking(f"unknown booking {booking}")
+        return booking
+
+    # -- booking -------------------------------------------------------------
+
+    def book(self, account: str, patient: str, session: str, channel: str | None = None,
+             *, now: object, hold: bool = False) -> Any:
+        """Book (or, with ``hold=True``, hold) the lowest free slot of ``session``.
+
+        Returns a Result: ``status`` BOOKED or HELD with ``slot``, ``window``
+        and ``booking``; or REJECTED with a ``reason``.  New account and
+        patient ids are registered on first use.  O(live bookings of the
+        patient + bookings in the largest limit window).
+        """
+        try:
+            s = self._sessions.ids[session]
+            c = self._public if channel is None else self._channels[channel]
+            a = self._accounts.ids[account]
+            p = self._patients.ids[patient]
+        except (KeyError, TypeError):
+            return self._book_new_ids(account, patient, session, channel, now, hold)
+        if type(now) is not int or not 0 <= now <= MAX_MS:
+            now = to_ms(now)
+        if hold is not False and hold is not True:
+            raise InvalidType(f"hold must be a bool, not {type(hold).__name__}")
+        return self._core.book(a, p, s, c, now, hold)
+
+    def _book_new_ids(self, account: object, patient: object, session: object,
+                      channel: object, now: object, hold: object) -> Any:
+        # The slow path: check everything, then register new ids, then book.
+        s = self._session(session)
+        c = self._channel(channel)
+        acc = self._accounts.check(account)
+        pat = self._patients.check(patient)
+        t = self._time(now)
+        if hold is not False and hold is not True:
+            raise InvalidType(f"hold must be a bool, not {type(hold).__name__}")
+        a = self._register(self._accounts, acc)
+        p = self._register(self._patients, pat)
+        return self._core.book(a, p, s, c, t, hold)
+
+    def _register(self, table: _Names, name: str) -> int:
+        """Intern an account or patient and give the backend room for it."""
+        i = table.intern(name)
+        self._grow(table)
+        return i
+
+    def _grow(self, table: _Names) -> None:
+        if table is self._patients:
+            self._core.ensure_patients(len(table.names))
+        else:
+            self._core.ensure_accounts(len(table.names))
+
+    def confirm(self, booking: int, *, account: str, now: object) -> Any:
+        """Turn a held booking into a booked one (payment done).  O(1)."""
+        b = self._booking_id(booking)
+        a = self._known(self._accounts, account, UnknownAccount)
+        return self._core.confirm(b, a, self._time(now))
+
+    def cancel(self, booking: int, *, account: str, now: object) -> Any:
+        """Cancel a booking and free its slot, before the cut-off.  O(1)."""
+        b = self._booking_id(booking)
+        a = self._known(self._accounts, account, UnknownAccount)
+        return self._core.cancel(b, a, self._time(now))
+
+    def check_in(self, booking: int, *, now: object) -> Any:
+        """Record the patient's arrival; the patient becomes known to the hospital.  O(1)."""
+        b = self._booking_id(booking)
+        return self._core.check_in(b, self._time(now))
+
+    def book_many(self, accounts: Any, patients: Any, sessions: Any, channels: Any,
+                  now: Any, *, hold: bool = False) -> BatchResult:
+        """Book a whole arrival stream: row i is exactly ``book`` of row i, in order.
+
+        Takes arrays of interned ids (see ``intern_accounts``, ``intern_patients``,
+        ``session_ids``, ``channel_ids``) and ``now`` as one time or a
+        non-decreasing int64 array of ms.  Everything is validated before the
+        first row is booked.
+        """
+        acc = _ids_array(accounts, "accounts")
+        n = len(acc)
+        pat = _ids_array(patients, "patients", n)
+        ses = _ids_array(sessions, "sessions", n)
+        chan = _ids_array(channels, "channels", n)
+        if isinstance(now, np.ndarray):
+            if now.dtype.kind not in "iu":
+                raise InvalidType("now must be an integer array of ms")
+            nows = np.ascontiguousarray(now, dtype=np.int64)
+            if nows.ndim != 1 or len(nows) != n:
+                raise InvalidArgument("now must be one time or a 1-d array as long as the others")
+            if n and (nows.min() < 0 or nows.max() > MAX_MS):
+                raise InvalidArgument(f"now values must lie in 0..{MAX_MS}")
+        else:
+            nows = np.full(n, to_ms(now), dtype=np.int64)
+        if hold is not False and hold is not True:
+            raise InvalidType(f"hold must be a bool, not {type(hold).__name__}")
+        status, reason, slot, booking = self._core.book_many(acc, pat, ses, chan, nows, hold)
+        return BatchResult(status, reason, slot, booking)
+
+    def intern_accounts(self, names: Iterable[str]) -> np.ndarray:
+        """Dense int ids for account names, registering new ones (for ``book_many``)."""
+        return self._intern_many(self._accounts, names)
+
+    def intern_patients(self, names: Iterable[str]) -> np.ndarray:
+        """Dense int ids for patient names, registering new ones (for ``book_many``)."""
+        return self._intern_many(self._patients, names)
+
+    def _intern_many(self, table: _Names, names: Iterable[str]) -> np.ndarray:
+        if isinstance(names, str):
+            raise InvalidType(f"{table.kind} names must be an iterable of str, not one str")
+        checked = [table.check(x) for x in names]
+        out = np.array([table.intern(x) for x in checked], dtype=np.int32)
+        self._grow(table)
+        return out
+
+    def session_ids(self, names: Iterable[str]) -> np.ndarray:
+        """Dense int ids of existing sessions."""
+        return np.array([self._session(x) for x in names], dtype=np.int32)
+
+    def channel_ids(self, names: Iterable[str]) -> np.ndarray:
+        """Dense int ids of channels."""
+        return np.array([self._channel(x) for x in names], dtype=np.int32)
+
+    # -- host commands -------------------------------------------------------
+
+    def add_capacity(self, session: str, n: int, *, channel: str | None = None,
+                     now: object = None) -> int:
+        """加号: append ``n`` free slots to ``channel``'s quota; returns the new capacity."""
+        s = self._session(session)
+        c = self._channel(channel)
+        n = _int(n, "n", 1, 10_000)
+        return self._core.add_capacity(s, n, c, self._time_or_now(now))
+
+    def suspend(self, session: str, *, now: object = None) -> int:
+        """停诊: cancel every live booking (one event each); returns how many."""
+        s = self._session(session)
+        return self._core.suspend(s, self._time_or_now(now))
+
+    def block_slot(self, session: str, slot: int, *, now: object = None) -> bool:
+        """Withhold a free slot from booking; False if the slot was not free."""
+        s = self._session(session)
+        k = _int(slot, "slot", 1, 65535)
+        return self._core.block_slot(s, k, self._time_or_now(now))
+
+    def unblock_slot(self, session: str, slot: int, *, now: object = None) -> bool:
+        """Return a blocked slot to booking; False if it was not blocked."""
+        s = self._session(session)
+        k = _int(slot, "slot", 1, 65535)
+        return self._core.unblock_slot(s, k, self._time_or_now(now))
+
+    def register_patient(self, patient: str, *, follow_up_at: Sequence[str] = (),
+                         now: object = None) -> None:
+        """Register a patient, known (follow-up, 复诊) at the given hospitals."""
+        pat = self._patients.check(patient)
+        if isinstance(follow_up_at, str) or not isinstance(follow_up_at, (list, tuple, set, frozenset)):
+            raise InvalidType("follow_up_at must be a sequence of hospital ids")
+        hospitals = [self._hospitals.check(h) for h in follow_up_at]
+        t = self._time_or_now(now)
+        p = self._register(self._patients, pat)
+        for h in hospitals:
+            self._core.mark_known(p, self._hospitals.intern(h), t)
+
+    def advance(self, now: object) -> list[Event]:
+        """Run everything time-driven up to ``now``; return the events since the last call.
+
+        Hold expiry, quota roll-over and no-show marking also run at the start
+        of every command, so outcomes never depend on how often this is
+        called; ``advance`` is how the host collects the events.
+        """
+        self._core.advance(self._time(now))
+        return self.events()
+
+    def events(self) -> list[Event]:
+        """Drain the events produced since the last call (without moving the clock)."""
+        out = []
+        ses, pat = self._sessions.names, self._patients.names
+        for kind, at, s, b, p, detail in self._core.drain_events():
+            out.append(Event(EventKind(kind), at, ses[s] if s >= 0 else None,
+                             b if b >= 0 else None, pat[p] if p >= 0 else None, detail))
+        return out
+
+    # -- introspection -------------------------------------------------------
+
+    def session_counts(self, session: str) -> SlotCounts:
+        """Slots of a session by state.  O(1)."""
+        return SlotCounts(*self._core.session_counts(self._session(session)))
+
+    def session(self, session: str) -> SessionInfo:
+        """Everything about one session, including quota left per channel."""
+        s = self._session(session)
+        m = self._meta[s]
+        rolled, suspended, closed, capacity = self._core.session_flags(s)
+        left = dict(zip(self.policy.channels, self._core.session_quota(s)))
+        return SessionInfo(m.name, m.hospital, m.department, m.doctor, m.tier, m.starts_at,
+                           m.ends_at, m.slot_minutes, capacity, m.fee, m.release, left,
+                           m.cancel_cutoff_at, m.rollover_at, bool(rolled), bool(suspended),
+                           bool(closed))
+
+    def booking(self, booking: int) -> BookingInfo:
+        """One booking's record.  O(1)."""
+        b = self._booking_id(booking)
+        (s, slot, p, a, ch, q, state, created, changed, hold_until,
+         end_reason) = self._core.booking_info(b)
+        m = self._meta[s]
+        start = m.starts_at + (slot - 1) * m.slot_minutes * MINUTE
+        chans = self.policy.channels
+        return BookingInfo(b, m.name, slot, (start, start + m.slot_minutes * MINUTE),
+                           self._patients.names[p], self._accounts.names[a], chans[ch],
+                           chans[q], BookingState(state), created, changed, hold_until,
+                           Reason(end_reason))
+
+    def live_bookings(self, patient: str) -> list[BookingInfo]:
+        """A patient's held and booked bookings, oldest first."""
+        p = self._known(self._patients, patient, UnknownPatient)
+        return [self.booking(b) for b in self._core.patient_live(p)]
+
+    def patient_banned_until(self, patient: str) -> int:
+        """When the patient's booking ban ends (ms); 0 if never banned."""
+        p = self._known(self._patients, patient, UnknownPatient)
+        return self._core.patient_info(p)[0]
+
+    def explain(self, what: object) -> str:
+        """Say, in words, why an outcome happened: a booking id or a Result."""
+        if isinstance(what, int) and not isinstance(what, bool):
+            return self._explain_booking(self._booking_id(what))
+        if hasattr(what, "status") and hasattr(what, "reason"):
+            return self._explain_result(what)
+        raise InvalidType(f"explain takes a booking id or a Result, not {type(what).__name__}")
+
+    def _fmt(self, ms: int) -> str:
+        return from_ms(ms, self._tz).strftime("%Y-%m-%d %H:%M:%S%z")
+
+    def _explain_booking(self, b: int) -> str:
+        i = self.booking(b)
+        m = self._meta[self._sessions.ids[i.session]]
+        lines = [
+            f"booking {b}: patient {i.patient!r} booked by account {i.account!r}",
+            f"  session {m.name!r}: {m.hospital} / {m.department}, {m.doctor}, {m.tier} tier, "
+            f"fee {m.fee} fen",
+            f"  slot {i.slot}, arrive {self._fmt(i.window[0])} - {self._fmt(i.window[1])}",
+            f"  requested via channel {i.channel!r}, drew from the {i.quota!r} quota",
+            f"  created {self._fmt(i.created_at)}"
+            + (f" as a hold until {self._fmt(i.hold_until)}" if i.hold_until else " as booked"),
+            f"  state {i.state.name} since {self._fmt(i.changed_at)}",
+        ]
+        if i.end_reason != Reason.NONE:
+            lines.append(f"  ended because {i.end_reason.message}")
+        return "\n".join(lines)
+
+    def _explain_result(self, r: Any) -> str:
+        status, reason = Status(r.status), Reason(r.reason)
+        if reason == Reason.NONE:
+            head = f"{status.name}"
+            if r.booking is not None:
+                return head + "\n" + self._explain_booking(r.booking)
+            return head
+        text = f"{status.name} at the {reason.stage} stage: {reason.name} - {reason.message}"
+        pol = self.policy
+        if reason == Reason.PATIENT_LIMIT:
+            rows = ", ".join(f"{n} per {d} day(s)" for n, d in pol.patient_limits)
+            text += f" (limits: {rows})"
+        elif reason == Reason.ACCOUNT_PATIENT_LIMIT:
+            text += f" (at most {pol.account_patients} patients per {pol.account_window_days} days)"
+        elif reason == Reason.PATIENT_BANNED:
+            text += f" (bans after strikes: {pol.ban_days} days)"
+        elif reason == Reason.HOLD_EXPIRED:
+            text += f" (holds last {pol.hold_minutes} minutes)"
+        return text
+
+    # -- state ---------------------------------------------------------------
+
+    def dump(self) -> dict:
+        """The backend's canonical state (plain Python), plus the intern tables."""
+        d = self._core.dump()
+        d["names"] = {
+            "accounts": list(self._accounts.names),
+            "patients": list(self._patients.names),
+            "sessions": list(self._sessions.names),
+            "hospitals": list(self._hospitals.names),
+            "departments": sorted((h, name, i) for (h, name), i in self._departments.items()),
+        }
+        return d
+
+    def state_hash(self) -> str:
+        """A hash of the whole state: same commands and seed, same hash, on either backend."""
+        return _hash_dump(self.dump())
+
+    def _check_invariants(self) -> None:
+        """Raise AssertionError if the backend's state is inconsistent."""
+        self._core._check_invariants()
+        assert len(self._meta) == self._core.n_sessions
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes held by the backend's structures (compiled core only)."""
+        return dict(self._core.memory_usage())
+
+
+def _int(value: object, name: str, lo: int, hi: int) -> int:
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
+        value = int(value)  # type: ignore[arg-type]
+    if not lo <= value <= hi:  # type: ignore[operator]
+        raise InvalidArgument(f"{name}={value} is outside {lo}..{hi}")
+    return value  # type: ignore[return-value]
+
+
+def _ids_array(x: object, name: str, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise InvalidType(f"{name} must be an integer array of interned ids")
+    if arr.ndim != 1:
+        raise InvalidArgument(f"{name} must be 1-d")
+    if n is not None and len(arr) != n:
+        raise InvalidArgument(f"{name} has length {len(arr)}, expected {n}")
+    if len(arr) and (arr.min() < 0 or arr.max() >= 2**31):
+        raise InvalidArgument(f"{name} holds ids outside 0..2**31-1")
+    return np.ascontiguousarray(arr, dtype=np.int32)

@@ -1,0 +1,78 @@
+"""Typed errors for misuse and bad input.
+
+Every error is raised before any state changes.  Catch ``SlotEngineError`` for
+all of them; the subclasses also derive from the matching builtin (``TypeError``,
+``ValueError``, ``KeyError``) so generic handlers keep working.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "SlotEngineError",
+    "InvalidType",
+    "InvalidArgument",
+    "TimeWentBackwards",
+    "PolicyError",
+    "DuplicateId",
+    "UnknownId",
+    "UnknownSession",
+    "UnknownChannel",
+    "UnknownBooking",
+    "UnknownAccount",
+    "UnknownPatient",
+    "InvalidState",
+]
+
+
+class SlotEngineError(Exception):
+    """Base class of every error slotengine raises on purpose."""
+
+
+class InvalidType(SlotEngineError, TypeError):
+    """An argument has the wrong type (a float for money, a naive datetime, ...)."""
+
+
+class InvalidArgument(SlotEngineError, ValueError):
+    """An argument has the right type but a value out of range or malformed."""
+
+
+class TimeWentBackwards(InvalidArgument):
+    """A command's ``now`` is earlier than the engine's clock."""
+
+
+class PolicyError(InvalidArgument):
+    """A Policy field is inconsistent or out of range."""
+
+
+class DuplicateId(InvalidArgument):
+    """An id that must be new (a session id) is already taken."""
+
+
+class UnknownId(SlotEngineError, KeyError):
+    """An id the engine has never seen."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message plain
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownSession(UnknownId):
+    pass
+
+
+class UnknownChannel(UnknownId):
+    pass
+
+
+class UnknownBooking(UnknownId):
+    pass
+
+
+class UnknownAccount(UnknownId):
+    pass
+
+
+class UnknownPatient(UnknownId):
+    pass
+
+
+class InvalidState(SlotEngineError, RuntimeError):
+    """The command is not allowed in the target's state (adding capacity to a suspended session)."""

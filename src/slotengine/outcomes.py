@@ -1,0 +1,135 @@
+"""Outcome codes shared by the compiled core and the reference model.
+
+Expected outcomes are values, not exceptions: every command returns a
+``Status`` and, when it did not do what was asked, a ``Reason``.  Each stage of
+the command path owns one range of reason codes (exchange-core style), so a
+code says at a glance where a request stopped:
+
+=======  ===========  =================================================
+range    stage        meaning
+=======  ===========  =================================================
+1xx      request      the session cannot take requests now
+2xx      eligibility  the patient or account may not book this
+3xx      risk         flags, blocks and throttles (fair-release issue)
+4xx      allocate     no slot or no quota left
+5xx      credit       no cover for the fee (credit issue)
+6xx      lifecycle    confirm / cancel / check-in of an existing booking
+=======  ===========  =================================================
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["Status", "Reason", "BookingState", "SlotState", "EventKind", "Tier"]
+
+
+class Status(IntEnum):
+    """What a command did."""
+
+    BOOKED = 1
+    HELD = 2
+    QUEUED = 3
+    WAITLISTED = 4
+    REJECTED = 5
+    CANCELLED = 6
+    ARRIVED = 7
+
+
+class Reason(IntEnum):
+    """Why a command did not do what was asked (``NONE`` when it did)."""
+
+    NONE = 0
+    # 1xx request: the session's state or clock
+    SESSION_SUSPENDED = 101
+    SESSION_CLOSED = 102
+    NOT_RELEASED = 103
+    # 2xx eligibility: patient and account rules
+    PATIENT_BANNED = 201
+    DUPLICATE_SESSION = 202
+    DUPLICATE_DEPARTMENT_DAY = 203
+    PATIENT_LIMIT = 204
+    ACCOUNT_PATIENT_LIMIT = 205
+    FIRST_VISIT_EXPERT = 206
+    # 4xx allocate
+    FULL = 401
+    QUOTA_EXHAUSTED = 402
+    # 6xx lifecycle of an existing booking
+    NOT_OWNER = 601
+    NOT_ACTIVE = 602
+    CANCEL_CUTOFF = 603
+    HOLD_EXPIRED = 604
+    NOT_HELD = 605
+    NOT_CONFIRMED = 606
+
+    @property
+    def stage(self) -> str:
+        return _STAGES.get(self.value // 100, "none")
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_STAGES = {1: "request", 2: "eligibility", 3: "risk", 4: "allocate", 5: "credit", 6: "lifecycle"}
+
+_MESSAGES = {
+    Reason.NONE: "done as asked",
+    Reason.SESSION_SUSPENDED: "the session is suspended (停诊)",
+    Reason.SESSION_CLOSED: "the session has ended; it takes no more requests",
+    Reason.NOT_RELEASED: "neither the channel's quota nor the public pool is released yet",
+    Reason.PATIENT_BANNED: "the patient is banned from booking after no-shows or cancellations",
+    Reason.DUPLICATE_SESSION: "the patient already holds a live booking in this session",
+    Reason.DUPLICATE_DEPARTMENT_DAY: "the patient already holds a live booking in this department that day",
+    Reason.PATIENT_LIMIT: "the patient reached a booking limit (count per window)",
+    Reason.ACCOUNT_PATIENT_LIMIT: "the account booked for too many distinct patients in the period",
+    Reason.FIRST_VISIT_EXPERT: "first-visit patients may not book the expert tier at this hospital",
+    Reason.FULL: "the session has no free slot",
+    Reason.QUOTA_EXHAUSTED: "free slots remain, but not in any quota this channel may draw from",
+    Reason.NOT_OWNER: "the booking belongs to another account",
+    Reason.NOT_ACTIVE: "the booking is no longer live (cancelled, expired, arrived or no-show)",
+    Reason.CANCEL_CUTOFF: "the cancellation cut-off for this session has passed",
+    Reason.HOLD_EXPIRED: "the hold expired before it was confirmed",
+    Reason.NOT_HELD: "only a held booking can be confirmed",
+    Reason.NOT_CONFIRMED: "a held booking must be confirmed before check-in",
+}
+
+
+class BookingState(IntEnum):
+    """Life of one booking: HELD -> BOOKED -> ARRIVED | NO_SHOW, or it ends early."""
+
+    HELD = 1
+    BOOKED = 2
+    ARRIVED = 3
+    NO_SHOW = 4
+    CANCELLED = 5
+    EXPIRED = 6
+
+
+class SlotState(IntEnum):
+    """State of one numbered slot.  CANCELLED marks the slots of a suspended session."""
+
+    FREE = 0
+    HELD = 1
+    BOOKED = 2
+    ARRIVED = 3
+    NO_SHOW = 4
+    CANCELLED = 5
+    BLOCKED = 6
+
+
+class EventKind(IntEnum):
+    """What the engine tells the host after time-driven or host-driven changes."""
+
+    HOLD_EXPIRED = 1
+    QUOTA_ROLLED = 2
+    NO_SHOW = 3
+    PATIENT_BANNED = 4
+    SESSION_SUSPENDED = 5
+    BOOKING_CANCELLED = 6
+    CAPACITY_ADDED = 7
+
+
+class Tier(IntEnum):
+    GENERAL = 0
+    ASSOCIATE = 1
+    EXPERT = 2

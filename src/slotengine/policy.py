@@ -1,0 +1,189 @@
+"""Policy: every rule's number, validated once, with documented defaults.
+
+Defaults follow the published rules of Beijing's 114 platform (see DESIGN.md).
+Limits are tables of ``(count, days)`` rows, never hard-coded.  ``compile()``
+turns a Policy into the flat integer form both engines (the compiled core and
+``reference.py``) take, so the two can never read a rule differently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
+
+from .errors import InvalidType, PolicyError
+from .times import DAY, MINUTE
+
+__all__ = ["Policy", "CorePolicy"]
+
+_DEFAULT_CHANNELS = ("app", "window", "kiosk", "phone", "referral", "followup")
+
+
+class CorePolicy(NamedTuple):
+    """The integer form of a Policy that both engines read (all times in ms)."""
+
+    n_channels: int
+    public_channel: int
+    hold_ms: int
+    patient_limits: tuple[tuple[int, int], ...]  # (count, window_ms)
+    one_per_department_day: bool
+    account_patients: int
+    account_window_ms: int
+    bar_first_visit_expert: bool
+    ban_ms: tuple[int, ...]
+    strike_window_ms: int
+    cancel_strikes: int
+    cancel_window_ms: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules an Engine enforces.  All fields have defaults; all are validated.
+
+    Example::
+
+        >>> Policy(hold_minutes=5, patient_limits=((1, 1), (2, 7))).hold_minutes
+        5
+    """
+
+    #: Booking channels, in order.  Interned to ids 0..n-1 in this order.
+    channels: tuple[str, ...] = _DEFAULT_CHANNELS
+    #: The channel whose quota is the public pool: every channel may draw from it
+    #: once it is released, and unclaimed quota rolls into it.
+    public_channel: str = "app"
+    #: Minutes east of UTC that define a calendar day (China Standard Time).
+    utc_offset_minutes: int = 480
+    #: Default release lead per channel, in days before the session's day; a
+    #: channel not named here uses ``release_days_default``.
+    release_days: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({"referral": 28, "followup": 14})
+    )
+    release_days_default: int = 7
+    #: Local time of day (minutes after midnight) at which default releases open.
+    release_minute_of_day: int = 8 * 60 + 30
+    #: Unclaimed channel quota rolls into the public pool this long before start.
+    rollover_minutes: int = 24 * 60
+    #: A half-day session runs this long from its start; it then closes and
+    #: booked patients who did not arrive are marked no-show.
+    session_minutes: int = 4 * 60
+    #: A hold (锁号) lasts this long unless confirmed.
+    hold_minutes: int = 10
+    #: Booked (not held) slots may be cancelled until this many minutes before
+    #: the start of the session's local day: 480 means 16:00 the day before.
+    cancel_cutoff_minutes: int = 8 * 60
+    #: Per real-name patient: at most ``count`` bookings made in any trailing
+    #: ``days`` days (cancelled and expired ones do not count).
+    patient_limits: tuple[tuple[int, int], ...] = ((2, 1), (3, 7), (5, 90))
+    #: At most one live booking per hospital+department per visit day.
+    one_per_department_day: bool = True
+    #: Per account: at most this many distinct patients booked for ...
+    account_patients: int = 5
+    #: ... in this many trailing days (0 patients disables the rule).
+    account_window_days: int = 30
+    #: First-visit patients (never arrived at, nor registered with, the
+    #: hospital) may not book expert-tier sessions.
+    bar_first_visit_expert: bool = False
+    #: Ban lengths in days after the 1st, 2nd, 3rd (and later) strike within
+    #: ``strike_window_days``; a no-show is a strike.
+    ban_days: tuple[int, ...] = (30, 60, 90)
+    strike_window_days: int = 365
+    #: This many cancellations of booked slots within ``cancel_window_days``
+    #: count as one strike (then the count starts again); 0 disables it.
+    cancel_strikes: int = 3
+    cancel_window_days: int = 30
+
+    def __post_init__(self) -> None:
+        _check_channels(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int",) and (type(value) is not int):
+                raise InvalidType(f"Policy.{f.name} must be an int, not {type(value).__name__}")
+            if f.type == "bool" and type(value) is not bool:
+                raise InvalidType(f"Policy.{f.name} must be a bool, not {type(value).__name__}")
+        _range(self, "utc_offset_minutes", -14 * 60, 14 * 60)
+        _range(self, "release_days_default", 0, 366)
+        _range(self, "release_minute_of_day", 0, 24 * 60 - 1)
+        _range(self, "rollover_minutes", 0, 366 * 24 * 60)
+        _range(self, "session_minutes", 1, 24 * 60)
+        _range(self, "hold_minutes", 1, 24 * 60)
+        _range(self, "cancel_cutoff_minutes", -24 * 60, 30 * 24 * 60)
+        _range(self, "account_patients", 0, 1000)
+        _range(self, "account_window_days", 1, 3660)
+        _range(self, "strike_window_days", 1, 3660)
+        _range(self, "cancel_strikes", 0, 100)
+        _range(self, "cancel_window_days", 1, 3660)
+        if not isinstance(self.release_days, Mapping):
+            raise InvalidType("Policy.release_days must be a mapping of channel -> days")
+        for ch, days in self.release_days.items():
+            if ch not in self.channels:
+                raise PolicyError(f"Policy.release_days names unknown channel {ch!r}")
+            if type(days) is not int or not 0 <= days <= 366:
+                raise PolicyError(f"Policy.release_days[{ch!r}] must be an int in 0..366")
+        object.__setattr__(self, "release_days", MappingProxyType(dict(self.release_days)))
+        object.__setattr__(self, "patient_limits", _table(self.patient_limits))
+        bans = self.ban_days
+        if not isinstance(bans, (tuple, list)) or not bans:
+            raise PolicyError("Policy.ban_days must be a non-empty sequence of days")
+        for d in bans:
+            if type(d) is not int or not 0 <= d <= 3660:
+                raise PolicyError("Policy.ban_days entries must be ints in 0..3660")
+        object.__setattr__(self, "ban_days", tuple(bans))
+
+    def release_lead_days(self, channel: str) -> int:
+        """Days before the session's day that ``channel``'s quota opens by default."""
+        return self.release_days.get(channel, self.release_days_default)
+
+    def compile(self) -> CorePolicy:
+        """The integer form both engines take."""
+        return CorePolicy(
+            n_channels=len(self.channels),
+            public_channel=self.channels.index(self.public_channel),
+            hold_ms=self.hold_minutes * MINUTE,
+            patient_limits=tuple((n, d * DAY) for n, d in self.patient_limits),
+            one_per_department_day=self.one_per_department_day,
+            account_patients=self.account_patients,
+            account_window_ms=self.account_window_days * DAY,
+            bar_first_visit_expert=self.bar_first_visit_expert,
+            ban_ms=tuple(d * DAY for d in self.ban_days),
+            strike_window_ms=self.strike_window_days * DAY,
+            cancel_strikes=self.cancel_strikes,
+            cancel_window_ms=self.cancel_window_days * DAY,
+        )
+
+
+def _check_channels(p: Policy) -> None:
+    chans = p.channels
+    if not isinstance(chans, (tuple, list)) or not chans:
+        raise PolicyError("Policy.channels must be a non-empty sequence of names")
+    for ch in chans:
+        if type(ch) is not str or not ch.strip():
+            raise PolicyError(f"Policy.channels entries must be non-empty strings, not {ch!r}")
+    if len(set(chans)) != len(chans):
+        raise PolicyError("Policy.channels has duplicates")
+    if len(chans) > 32:
+        raise PolicyError("Policy.channels allows at most 32 channels")
+    object.__setattr__(p, "channels", tuple(chans))
+    if p.public_channel not in p.channels:
+        raise PolicyError(f"Policy.public_channel {p.public_channel!r} is not one of the channels")
+
+
+def _range(p: Policy, name: str, lo: int, hi: int) -> None:
+    v = getattr(p, name)
+    if not lo <= v <= hi:
+        raise PolicyError(f"Policy.{name}={v} is outside {lo}..{hi}")
+
+
+def _table(rows: object) -> tuple[tuple[int, int], ...]:
+    if not isinstance(rows, (tuple, list)):
+        raise InvalidType("Policy.patient_limits must be a sequence of (count, days) rows")
+    out = []
+    for row in rows:
+        if not isinstance(row, (tuple, list)) or len(row) != 2:
+            raise PolicyError(f"Policy.patient_limits row {row!r} is not (count, days)")
+        n, d = row
+        if type(n) is not int or type(d) is not int or not 1 <= n <= 1000 or not 1 <= d <= 3660:
+            raise PolicyError(f"Policy.patient_limits row {row!r}: count in 1..1000, days in 1..3660")
+        out.append((n, d))
+    if len(out) > 8:
+        raise PolicyError("Policy.patient_limits has at most 8 rows")
+    return tuple(out)
