@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta, timezone
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -188,6 +189,8 @@ class Engine:
             raise InvalidType(f"seed must be an int, not {type(seed).__name__}")
         if not 0 <= seed < 2**64:
             raise InvalidArgument("seed must be in 0 .. 2**64-1")
+        if type(backend) is not str:
+            raise InvalidType(f"backend must be a str, not {type(backend).__name__}")
         if backend not in _BACKENDS:
             raise InvalidArgument(f"backend must be one of {sorted(_BACKENDS)}, not {backend!r}")
         self.policy = policy
@@ -293,7 +296,7 @@ class Engine:
         )
         self._sessions.intern(name)
         self._meta.append(_Meta(name, hosp, dept, doc, tier, start, end, slot_minutes, fee,
-                                dict(rel), cutoff, rollover))
+                                MappingProxyType(dict(rel)), cutoff, rollover))
 
     def _per_channel(self, mapping: object, what: str) -> dict[str, Any]:
         if not isinstance(mapping, Mapping):
@@ -329,7 +332,7 @@ class Engine:
 
     def _booking_id(self, booking: object) -> int:
         if type(booking) is not int:
-            if isinstance(booking, (bool, float)) or not isinstance(booking, int):
+            if isinstance(booking, bool) or not isinstance(booking, (int, np.integer)):
                 raise InvalidType(f"booking must be an int id, not {type(booking).__name__}")
             booking = int(booking)
         if not 0 <= booking < self._core.n_bookings:
@@ -441,20 +444,18 @@ class Engine:
         return self._intern_many(self._patients, names)
 
     def _intern_many(self, table: _Names, names: Iterable[str]) -> np.ndarray:
-        if isinstance(names, str):
-            raise InvalidType(f"{table.kind} names must be an iterable of str, not one str")
-        checked = [table.check(x) for x in names]
+        checked = [table.check(x) for x in _iter_names(names, table.kind)]
         out = np.array([table.intern(x) for x in checked], dtype=np.int32)
         self._grow(table)
         return out
 
     def session_ids(self, names: Iterable[str]) -> np.ndarray:
         """Dense int ids of existing sessions."""
-        return np.array([self._session(x) for x in names], dtype=np.int32)
+        return np.array([self._session(x) for x in _iter_names(names, "session")], dtype=np.int32)
 
     def channel_ids(self, names: Iterable[str]) -> np.ndarray:
         """Dense int ids of channels."""
-        return np.array([self._channel(x) for x in names], dtype=np.int32)
+        return np.array([self._channel(x) for x in _iter_names(names, "channel")], dtype=np.int32)
 
     # -- host commands -------------------------------------------------------
 
@@ -490,6 +491,8 @@ class Engine:
         if isinstance(follow_up_at, str) or not isinstance(follow_up_at, (list, tuple, set, frozenset)):
             raise InvalidType("follow_up_at must be a sequence of hospital ids")
         hospitals = [self._hospitals.check(h) for h in follow_up_at]
+        if isinstance(follow_up_at, (set, frozenset)):
+            hospitals.sort()  # set order varies per process: intern in a fixed order
         t = self._time_or_now(now)
         p = self._register(self._patients, pat)
         for h in hospitals:
@@ -556,7 +559,7 @@ class Engine:
 
     def explain(self, what: object) -> str:
         """Say, in words, why an outcome happened: a booking id or a Result."""
-        if isinstance(what, int) and not isinstance(what, bool):
+        if isinstance(what, (int, np.integer)) and not isinstance(what, bool):
             return self._explain_booking(self._booking_id(what))
         if hasattr(what, "status") and hasattr(what, "reason"):
             return self._explain_result(what)
@@ -640,8 +643,20 @@ def _int(value: object, name: str, lo: int, hi: int) -> int:
     return value  # type: ignore[return-value]
 
 
+def _iter_names(names: object, kind: str) -> list:
+    """The items of an iterable of ids; one str (or bytes) is refused, not split into characters."""
+    if isinstance(names, (str, bytes)):
+        raise InvalidType(f"{kind} names must be an iterable of str, not one {type(names).__name__}")
+    try:
+        return list(names)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidType(f"{kind} names must be an iterable of str, not {type(names).__name__}") from None
+
+
 def _ids_array(x: object, name: str, n: int | None = None) -> np.ndarray:
     arr = np.asarray(x)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int32)  # np.asarray([]) is float64: an empty batch is fine
     if arr.dtype.kind not in "iu":
         raise InvalidType(f"{name} must be an integer array of interned ids")
     if arr.ndim != 1:

@@ -29,8 +29,11 @@ def to_ms(value: object, name: str = "now") -> int:
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidType(f"{name} must be an aware datetime (naive datetimes are refused)")
         ms = (value - _EPOCH) // timedelta(milliseconds=1)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        ms = int(value)
+    elif (isinstance(value, int) or hasattr(value, "__index__")) and not isinstance(value, (bool, float)):
+        try:
+            ms = value.__index__()  # int subclasses and numpy integers
+        except TypeError:
+            raise InvalidType(f"{name} must be an aware datetime or int milliseconds") from None
     else:
         raise InvalidType(f"{name} must be an aware datetime or int milliseconds, not {type(value).__name__}")
     if not 0 <= ms <= MAX_MS:

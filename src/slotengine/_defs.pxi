@@ -1,0 +1,231 @@
+# Structs, codes and argument conversion of the compiled core (included by _core.pyx).
+#
+# Every struct is plain C: the whole engine state is a handful of std::vectors
+# of these, so a snapshot is a few memcpys and nothing in the hot path touches
+# a Python object.
+
+cdef extern from *:
+    """
+    static inline int se_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    """
+    int se_ctz64(unsigned long long x) noexcept nogil
+
+
+# Codes mirror slotengine.outcomes (checked against the enums at import time).
+cdef enum:
+    ST_BOOKED = 1
+    ST_HELD = 2
+    ST_REJECTED = 5
+    ST_CANCELLED = 6
+    ST_ARRIVED = 7
+
+cdef enum:
+    R_NONE = 0
+    R_SESSION_SUSPENDED = 101
+    R_SESSION_CLOSED = 102
+    R_NOT_RELEASED = 103
+    R_PATIENT_BANNED = 201
+    R_DUPLICATE_SESSION = 202
+    R_DUPLICATE_DEPARTMENT_DAY = 203
+    R_PATIENT_LIMIT = 204
+    R_ACCOUNT_PATIENT_LIMIT = 205
+    R_FIRST_VISIT_EXPERT = 206
+    R_FULL = 401
+    R_QUOTA_EXHAUSTED = 402
+    R_NOT_OWNER = 601
+    R_NOT_ACTIVE = 602
+    R_CANCEL_CUTOFF = 603
+    R_HOLD_EXPIRED = 604
+    R_NOT_HELD = 605
+    R_NOT_CONFIRMED = 606
+
+cdef enum:  # BookingState
+    B_HELD = 1
+    B_BOOKED = 2
+    B_ARRIVED = 3
+    B_NO_SHOW = 4
+    B_CANCELLED = 5
+    B_EXPIRED = 6
+
+cdef enum:  # SlotState
+    S_FREE = 0
+    S_HELD = 1
+    S_BOOKED = 2
+    S_ARRIVED = 3
+    S_NO_SHOW = 4
+    S_CANCELLED = 5
+    S_BLOCKED = 6
+    N_SLOT_STATES = 7
+
+cdef enum:  # EventKind
+    E_HOLD_EXPIRED = 1
+    E_QUOTA_ROLLED = 2
+    E_NO_SHOW = 3
+    E_PATIENT_BANNED = 4
+    E_SESSION_SUSPENDED = 5
+    E_BOOKING_CANCELLED = 6
+    E_CAPACITY_ADDED = 7
+
+cdef enum:  # timer kinds, as in dump()['timers']
+    T_HOLD_EXPIRE = 1
+    T_ROLLOVER = 2
+    T_SESSION_END = 3
+
+cdef enum:  # Booking.flags
+    F_HOLD = 1        # booked as a hold: hold_until = created_at + hold_ms
+    F_SUSPENDED = 2   # ended by suspend: end_reason = SESSION_SUSPENDED
+
+cdef int64_t MAX_MS = 253_402_300_799_999   # slotengine.times.MAX_MS: sums stay in int64
+cdef int64_t MAX_LABEL = 2_147_483_647      # hospital / department labels are int32
+cdef int64_t MAX_ID = 2_147_483_647         # patients, accounts, bookings are int32
+cdef int64_t MAX_CAPACITY = 65535
+cdef int64_t MAX_SLOT_MS = 86_400_000
+cdef int64_t MAX_FEE = 1_000_000_000_000
+cdef int64_t MAX_ADD = 10_000
+
+
+cdef struct Session:
+    # 120 bytes per session; slots live in the global slot vectors.
+    int64_t starts_at
+    int64_t end_at
+    int64_t rollover_at
+    int64_t cancel_cutoff_at
+    int64_t slot_ms
+    int64_t fee
+    int64_t day
+    int64_t slot_off      # first slot's index in Core._slot_bk / Core._slot_st
+    int64_t bm_off        # first free-bitmap word in Core._bits; n_words words, then summaries
+    int32_t hospital
+    int32_t department
+    int32_t capacity
+    int32_t n_words       # ceil(capacity / 64) words of the free bitmap
+    int32_t counts[7]     # slots per SlotState
+    uint8_t tier
+    uint8_t rolled
+    uint8_t suspended
+    uint8_t closed
+
+
+cdef struct Booking:
+    # 48 bytes.  hold_until is derived (created_at + hold_ms when F_HOLD), and
+    # end_reason is one flag bit: the contract only ever sets SESSION_SUSPENDED.
+    int64_t created_at
+    int64_t changed_at
+    int32_t session
+    int32_t patient
+    int32_t account
+    int32_t p_prev        # the patient's previous (older) booking, -1 at the end
+    int32_t a_prev        # the account's previous (older) booking, -1 at the end
+    int32_t live_next     # next booking in the patient's live list, -1 at the end
+    uint16_t slot         # 0-based slot index in the session
+    uint8_t state
+    uint8_t channel
+    uint8_t quota         # the channel whose quota it drew from
+    uint8_t flags
+
+
+cdef struct Patient:
+    # 24 bytes; strike and cancel times live in Core._strikes / Core._cancels
+    # with a fixed stride (len(ban_ms), cancel_strikes), oldest first.
+    int64_t banned_until
+    int32_t hist          # newest booking, -1 when none
+    int32_t live          # head of the live (HELD/BOOKED) list, -1 when empty
+    int32_t n_strikes
+    int32_t n_cancels
+
+
+cdef struct Timer:
+    int64_t due
+    int64_t seq
+    int32_t kind
+    int32_t id
+
+
+cdef struct Event:
+    int64_t at
+    int64_t detail
+    int32_t kind
+    int32_t session
+    int32_t booking
+    int32_t patient
+
+
+# -- argument conversion (raise before any state changes) ----------------------
+
+cdef int64_t _slow_int(object x, str name, bint is_id) except? -1:
+    cdef int overflow = 0
+    cdef long long v
+    if isinstance(x, bool):
+        raise InvalidType(f"{name} must be an int, not bool")
+    try:
+        x = _index(x)
+    except TypeError:
+        raise InvalidType(f"{name} must be an int, not {type(x).__name__}") from None
+    v = PyLong_AsLongLongAndOverflow(x, &overflow)
+    if overflow:
+        if is_id:
+            return -1
+        raise InvalidArgument(f"{name}={x} is out of range")
+    return v
+
+
+cdef inline int64_t _int(object x, str name) except? -1:
+    """An int argument: exact ints take the fast path, else ``__index__`` (not bool)."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(x):
+        v = PyLong_AsLongLongAndOverflow(x, &overflow)
+        if overflow:
+            raise InvalidArgument(f"{name}={x} is out of range")
+        return v
+    return _slow_int(x, name, False)
+
+
+cdef inline int64_t _id(object x, str name) except? -2:
+    """Like _int for an id: a value beyond int64 is just out of range (-1)."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(x):
+        v = PyLong_AsLongLongAndOverflow(x, &overflow)
+        return -1 if overflow else v
+    return _slow_int(x, name, True)
+
+
+cdef inline int64_t _time(object x, str name) except? -1:
+    cdef int64_t v = _int(x, name)
+    if v < 0 or v > MAX_MS:
+        raise InvalidArgument(f"{name}={v} is outside 0..{MAX_MS} milliseconds")
+    return v
+
+
+cdef inline bint _truth(object x) except -1:
+    if x is True:
+        return True
+    if x is False:
+        return False
+    return bool(x)
+
+
+cdef object _int_column(object x, str name):
+    """A 1-D contiguous int64 array from an int array or a sequence of ints."""
+    cdef object a
+    if isinstance(x, np.ndarray):
+        a = x
+    else:
+        try:
+            a = np.asarray(x)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidType(f"{name} must be a 1-D sequence of ints") from None
+    if a.ndim != 1:
+        raise InvalidArgument(f"{name} must be 1-D, not {a.ndim}-D")
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    kind = a.dtype.kind
+    if kind == "O":
+        a = np.asarray([_int(v, name) for v in a], dtype=np.int64)
+    elif kind == "u":
+        if a.dtype.itemsize == 8 and a.max() > 0x7FFFFFFFFFFFFFFF:
+            raise InvalidArgument(f"{name} has values out of range")
+    elif kind != "i":
+        raise InvalidType(f"{name} must hold ints, not {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.int64)

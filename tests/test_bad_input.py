@@ -1,0 +1,413 @@
+"""Bad input: every public entry point raises the specific typed error and changes nothing.
+
+For each entry point of ``Engine`` (and ``Policy``) we feed wrong types, unknown
+ids, out-of-range numbers, time going backwards, naive datetimes, empty,
+whitespace-only and control-character ids.  Each case asserts the exact
+``slotengine.errors`` class (a ``SlotEngineError``) and that the state hash,
+the intern tables and the clock are unchanged afterwards.  Runs on both
+backends.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+import slotengine as se
+from slotengine.errors import (
+    DuplicateId,
+    InvalidArgument,
+    InvalidState,
+    InvalidType,
+    PolicyError,
+    SlotEngineError,
+    TimeWentBackwards,
+    UnknownAccount,
+    UnknownBooking,
+    UnknownChannel,
+    UnknownPatient,
+    UnknownSession,
+)
+from slotengine.times import DAY, HOUR, MAX_MS
+
+T0 = 1_800_000_000_000
+START = T0 // DAY * DAY + 10 * DAY
+T1 = T0 + HOUR
+NOW = T1 + 1  # the fixture engine's clock
+CST = timezone(timedelta(hours=8))
+NAIVE = datetime(2027, 1, 15, 18, 0, 1)
+
+# -- value families ----------------------------------------------------------------
+
+#: a string id: wrong types and malformed strings
+BAD_ID = [
+    (None, InvalidType), (b"P1", InvalidType), (1, InvalidType), (1.0, InvalidType),
+    (True, InvalidType), (["P1"], InvalidType), (("P1",), InvalidType),
+    ("", InvalidArgument), ("   ", InvalidArgument), ("\u3000", InvalidArgument),
+    ("\t\n", InvalidArgument), ("P\x00", InvalidArgument), ("P\n1", InvalidArgument),
+    ("张\x1b三", InvalidArgument), ("x" * 257, InvalidArgument),
+]
+#: a time, by type and range (not relative to the clock)
+BAD_MS = [
+    (1.8e12, InvalidType), (float(NOW), InvalidType), (True, InvalidType),
+    ("2027-01-15", InvalidType), (b"1", InvalidType), ([NOW], InvalidType),
+    (Decimal(NOW), InvalidType), (NAIVE, InvalidType),
+    (-1, InvalidArgument), (MAX_MS + 1, InvalidArgument), (2**63, InvalidArgument),
+    (10**30, InvalidArgument),
+]
+#: a command's ``now``: also earlier than the clock, as int and as aware datetime
+BAD_NOW = BAD_MS + [
+    (NOW - 1, TimeWentBackwards), (0, TimeWentBackwards),
+    (se.from_ms(NOW - 1, CST), TimeWentBackwards),
+]
+#: a positive count
+BAD_COUNT = [
+    (None, InvalidType), (3.0, InvalidType), (True, InvalidType), ("3", InvalidType),
+    (b"3", InvalidType), ([3], InvalidType), (Decimal(3), InvalidType),
+    (-1, InvalidArgument), (0, InvalidArgument), (2**63, InvalidArgument),
+    (10**30, InvalidArgument), (-(2**63), InvalidArgument),
+]
+#: a booking id (two bookings exist: 0 and 1)
+BAD_BOOKING = [
+    (None, InvalidType), (0.0, InvalidType), (True, InvalidType), (False, InvalidType),
+    ("0", InvalidType), (b"0", InvalidType), ([0], InvalidType),
+    (-1, UnknownBooking), (2, UnknownBooking), (2**31, UnknownBooking),
+    (2**63, UnknownBooking), (10**30, UnknownBooking),
+]
+BAD_CHANNEL = [
+    (1, InvalidType), (1.0, InvalidType), (True, InvalidType), (b"app", InvalidType),
+    (["app"], InvalidType), ("fax", UnknownChannel), ("", UnknownChannel),
+    ("APP", UnknownChannel), ("app\x00", UnknownChannel),
+]
+BAD_SESSION = BAD_ID + [("S9", UnknownSession), ("s1", UnknownSession), ("张三", UnknownSession)]
+BAD_HOLD = [(1, InvalidType), (0, InvalidType), (None, InvalidType), ("yes", InvalidType),
+            (1.0, InvalidType)]
+
+
+def _slug(v: object) -> str:
+    s = repr(v)
+    return s if len(s) <= 24 else s[:21] + "..."
+
+
+CASES: list = []
+
+
+def case(name: str, family: list, make_call) -> None:
+    """One parametrized case per bad value of ``family`` fed to ``make_call(value)``."""
+    for value, exc in family:
+        CASES.append(pytest.param(make_call(value), exc, id=f"{name}={_slug(value)}"))
+
+
+# -- add_session ---------------------------------------------------------------------
+
+ADD = dict(hospital="H1", department="Cardiology", doctor="Dr Li", starts_at=START + DAY,
+           capacity=3, fee=6000)
+
+
+def _add(**kw):
+    args = {**ADD, **kw}
+    name = args.pop("session", "S2")
+    return lambda e: e.add_session(name, **args)
+
+
+case("add_session.session", BAD_ID + [("S1", DuplicateId)], lambda v: _add(session=v))
+for _f in ("hospital", "department", "doctor"):
+    case(f"add_session.{_f}", BAD_ID, lambda v, f=_f: _add(**{f: v}))
+case("add_session.tier", [(None, InvalidType), (2, InvalidType), (b"expert", InvalidType),
+                          ("vip", InvalidArgument), ("Expert", InvalidArgument),
+                          ("", InvalidArgument)], lambda v: _add(tier=v))
+case("add_session.starts_at", BAD_MS + [(None, InvalidType), (MAX_MS, InvalidArgument)],
+     lambda v: _add(starts_at=v))
+case("add_session.slot_minutes", BAD_COUNT + [(1441, InvalidArgument)],
+     lambda v: _add(slot_minutes=v))
+case("add_session.capacity", BAD_COUNT + [(65536, InvalidArgument)], lambda v: _add(capacity=v))
+case("add_session.fee", [(60.0, InvalidType), (None, InvalidType), (True, InvalidType),
+                         ("6000", InvalidType), (Decimal("60.00"), InvalidType),
+                         (-1, InvalidArgument), (10**12 + 1, InvalidArgument),
+                         (2**63, InvalidArgument)], lambda v: _add(fee=v))
+case("add_session.quotas", [
+    ([("app", 3)], InvalidType), ("app", InvalidType), (3, InvalidType),
+    ({"nope": 3}, UnknownChannel), ({1: 3}, UnknownChannel), ({"app": 2}, InvalidArgument),
+    ({"app": 3.0}, InvalidType), ({"app": "3"}, InvalidType), ({"app": None}, InvalidType),
+    ({"app": True, "window": 2}, InvalidType), ({"app": 4, "window": -1}, InvalidArgument),
+    ({"app": 2**63}, InvalidArgument), ({"app": 10**30, "window": -(10**30) + 3}, InvalidArgument),
+], lambda v: _add(quotas=v))
+case("add_session.release", [
+    ({"app": 1.0}, InvalidType), ({"app": NAIVE}, InvalidType), ({"app": None}, InvalidType),
+    ({"zz": T0}, UnknownChannel), ("T0", InvalidType), ([T0], InvalidType),
+    ({"app": -5}, InvalidArgument), ({"app": 10**30}, InvalidArgument),
+], lambda v: _add(release=v))
+case("add_session.now", BAD_NOW, lambda v: _add(now=v))
+
+# -- book ------------------------------------------------------------------------------
+
+for _who, (_acc, _pat) in {"known": ("A1", "P1"), "new": ("A9", "P9")}.items():
+    def _book(acc=_acc, pat=_pat, ses="S1", ch=None, now=NOW, hold=False):
+        return lambda e: e.book(acc, pat, ses, ch, now=now, hold=hold)
+    case(f"book[{_who}].now", BAD_NOW + [(None, InvalidType)], lambda v, b=_book: b(now=v))
+    case(f"book[{_who}].hold", BAD_HOLD, lambda v, b=_book: b(hold=v))
+    case(f"book[{_who}].session", BAD_SESSION, lambda v, b=_book: b(ses=v))
+    case(f"book[{_who}].channel", BAD_CHANNEL, lambda v, b=_book: b(ch=v))
+    case(f"book[{_who}].account", BAD_ID, lambda v, b=_book: b(acc=v))
+    case(f"book[{_who}].patient", BAD_ID, lambda v, b=_book: b(pat=v))
+
+# -- confirm, cancel, check_in ---------------------------------------------------------
+
+for _cmd in ("confirm", "cancel"):
+    case(f"{_cmd}.booking", BAD_BOOKING,
+         lambda v, c=_cmd: lambda e: getattr(e, c)(v, account="A1", now=NOW))
+    case(f"{_cmd}.account", BAD_ID + [("nobody", UnknownAccount), ("P1", UnknownAccount)],
+         lambda v, c=_cmd: lambda e: getattr(e, c)(1, account=v, now=NOW))
+    case(f"{_cmd}.now", BAD_NOW + [(None, InvalidType)],
+         lambda v, c=_cmd: lambda e: getattr(e, c)(1, account="A2", now=v))
+case("check_in.booking", BAD_BOOKING, lambda v: lambda e: e.check_in(v, now=NOW))
+case("check_in.now", BAD_NOW + [(None, InvalidType)], lambda v: lambda e: e.check_in(0, now=v))
+
+# -- book_many and the id helpers --------------------------------------------------------
+
+
+def _many(acc=(0,), pat=(0,), ses=(0,), ch=(0,), now=NOW, hold=False):
+    def call(e):
+        return e.book_many(*(np.asarray(x) if isinstance(x, tuple) else x
+                             for x in (acc, pat, ses, ch)), now, hold=hold)
+    return call
+
+
+case("book_many.accounts", [
+    (None, InvalidType), ([1.0], InvalidType), (["A1"], InvalidType), ([True], InvalidType),
+    ([10**30], InvalidType), ("0", InvalidType), (np.array([0.0]), InvalidType),
+    ([[0]], InvalidArgument), ((0, 0), InvalidArgument), ([-1], InvalidArgument),
+    ([2**40], InvalidArgument), ([2**63], InvalidArgument), ([5], UnknownAccount),
+], lambda v: _many(acc=v))
+case("book_many.patients", [([None], InvalidType), ([5], UnknownPatient), ((), InvalidArgument)],
+     lambda v: _many(pat=v))
+case("book_many.sessions", [([1.5], InvalidType), ([1], UnknownSession), ([-2], InvalidArgument)],
+     lambda v: _many(ses=v))
+case("book_many.channels", [([b"app"], InvalidType), ([6], UnknownChannel), ([2**31], InvalidArgument)],
+     lambda v: _many(ch=v))
+case("book_many.now", BAD_NOW + [
+    (None, InvalidType), (np.array([1.8e12]), InvalidType), (np.array([NOW, NOW]), InvalidArgument),
+    (np.array([[NOW]]), InvalidArgument), (np.array([-1]), InvalidArgument),
+    (np.array([MAX_MS + 1]), InvalidArgument), (np.array([NOW - 1]), TimeWentBackwards),
+], lambda v: _many(now=v))
+case("book_many.hold", BAD_HOLD, lambda v: _many(hold=v))
+# validated before the first row is booked: a bad second row leaves the first unbooked
+_LATER = np.array([NOW + 5, NOW + 5])  # a partial run would move the clock
+case("book_many.row2_account", [((0, 5), UnknownAccount)],
+     lambda v: _many(acc=v, pat=(0, 1), ses=(0, 0), ch=(0, 0), now=_LATER))
+case("book_many.row2_patient", [((0, 7), UnknownPatient)],
+     lambda v: _many(acc=(0, 1), pat=v, ses=(0, 0), ch=(0, 0), now=_LATER))
+case("book_many.row2_session", [((0, 1), UnknownSession)],
+     lambda v: _many(acc=(0, 1), pat=(0, 1), ses=v, ch=(0, 0), now=_LATER))
+case("book_many.row2_channel", [((0, 6), UnknownChannel)],
+     lambda v: _many(acc=(0, 1), pat=(0, 1), ses=(0, 0), ch=v, now=_LATER))
+case("book_many.decreasing_now", [(np.array([NOW + 5, NOW + 4]), TimeWentBackwards)],
+     lambda v: _many(acc=(0, 1), pat=(0, 1), ses=(0, 0), ch=(0, 0), now=v))
+
+_NAMES = [(None, InvalidType), (5, InvalidType), ("A9", InvalidType), (b"A9", InvalidType),
+          (["A9", None], InvalidType), (["A9", b"x"], InvalidType), (["A9", ["x"]], InvalidType),
+          (["A9", ""], InvalidArgument), (["A9", " "], InvalidArgument),
+          (["A9", "A\x00"], InvalidArgument)]
+case("intern_accounts", _NAMES, lambda v: lambda e: e.intern_accounts(v))
+case("intern_patients", _NAMES, lambda v: lambda e: e.intern_patients(v))
+case("session_ids", [(None, InvalidType), (1, InvalidType), ("S1", InvalidType),
+                     (["S1", "S9"], UnknownSession), ([None], InvalidType), ([""], InvalidArgument),
+                     ([1], InvalidType), ([b"S1"], InvalidType)],
+     lambda v: lambda e: e.session_ids(v))
+case("channel_ids", [(None, InvalidType), (1, InvalidType), ("app", InvalidType),
+                     (["app", "fax"], UnknownChannel), ([1], InvalidType), ([b"app"], InvalidType)],
+     lambda v: lambda e: e.channel_ids(v))
+
+# -- host commands -------------------------------------------------------------------------
+
+case("add_capacity.session", BAD_SESSION, lambda v: lambda e: e.add_capacity(v, 1))
+case("add_capacity.n", BAD_COUNT + [(10_001, InvalidArgument)],
+     lambda v: lambda e: e.add_capacity("S1", v))
+case("add_capacity.channel", BAD_CHANNEL, lambda v: lambda e: e.add_capacity("S1", 1, channel=v))
+case("add_capacity.now", BAD_NOW, lambda v: lambda e: e.add_capacity("S1", 1, now=v))
+case("suspend.session", BAD_SESSION, lambda v: lambda e: e.suspend(v))
+case("suspend.now", BAD_NOW, lambda v: lambda e: e.suspend("S1", now=v))
+for _cmd in ("block_slot", "unblock_slot"):
+    case(f"{_cmd}.session", BAD_SESSION, lambda v, c=_cmd: lambda e: getattr(e, c)(v, 3))
+    case(f"{_cmd}.slot", BAD_COUNT + [(4, InvalidArgument), (65535, InvalidArgument),
+                                      (65536, InvalidArgument)],
+         lambda v, c=_cmd: lambda e: getattr(e, c)("S1", v))
+    case(f"{_cmd}.now", BAD_NOW, lambda v, c=_cmd: lambda e: getattr(e, c)("S1", 3, now=v))
+case("register_patient.patient", BAD_ID, lambda v: lambda e: e.register_patient(v))
+case("register_patient.follow_up_at", [
+    ("H1", InvalidType), (None, InvalidType), (b"H1", InvalidType), ({"H1": 1}, InvalidType),
+    (iter(["H1"]), InvalidType), ([None], InvalidType), (["H1", b"H2"], InvalidType),
+    (["H1", "H\x00"], InvalidArgument), ([""], InvalidArgument), (["  "], InvalidArgument),
+], lambda v: lambda e: e.register_patient("P9", follow_up_at=v))
+case("register_patient.now", BAD_NOW,
+     lambda v: lambda e: e.register_patient("P9", follow_up_at=["H1"], now=v))
+case("advance", BAD_NOW + [(None, InvalidType)], lambda v: lambda e: e.advance(v))
+
+# -- introspection -----------------------------------------------------------------------------
+
+case("session_counts", BAD_SESSION, lambda v: lambda e: e.session_counts(v))
+case("session", BAD_SESSION, lambda v: lambda e: e.session(v))
+case("booking", BAD_BOOKING, lambda v: lambda e: e.booking(v))
+for _cmd in ("live_bookings", "patient_banned_until"):
+    case(_cmd, BAD_ID + [("nobody", UnknownPatient), ("A1", UnknownPatient)],
+         lambda v, c=_cmd: lambda e: getattr(e, c)(v))
+case("explain", [(None, InvalidType), ("0", InvalidType), (True, InvalidType), (1.0, InvalidType),
+                 (object(), InvalidType), ([0], InvalidType),
+                 (2, UnknownBooking), (-1, UnknownBooking), (2**63, UnknownBooking)],
+     lambda v: lambda e: e.explain(v))
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def eng(backend: str) -> se.Engine:
+    """An engine with one session, a booking (0, A1/P1) and a hold (1, A2/P2), clock at NOW."""
+    e = se.Engine(seed=1, backend=backend)
+    e.add_session("S1", hospital="H1", department="Cardiology", doctor="Dr Li", starts_at=START,
+                  capacity=3, fee=6000, quotas={"app": 2, "window": 1},
+                  release={"app": T0, "window": T0})
+    assert e.book("A1", "P1", "S1", now=T1).booking == 0
+    assert e.book("A2", "P2", "S1", now=T1, hold=True).booking == 1
+    e.advance(NOW)
+    return e
+
+
+def snapshot(e: se.Engine) -> tuple:
+    d = e.dump()
+    return e.state_hash(), d["names"], e.now, [len(v) for v in d["names"].values()]
+
+
+@pytest.mark.parametrize("call, exc", CASES)
+def test_bad_input_raises_typed_error_and_changes_nothing(eng, call, exc):
+    before = snapshot(eng)
+    with pytest.raises(exc) as info:
+        call(eng)
+    assert type(info.value) is exc, repr(info.value)
+    assert isinstance(info.value, SlotEngineError)
+    assert str(info.value)  # a message for the host
+    assert snapshot(eng) == before
+    eng._check_invariants()
+    # and the engine still works afterwards
+    assert eng.book("A3", "P3", "S1", "window", now=NOW).slot == 3
+
+
+def test_capacity_overflow(backend):
+    e = se.Engine(backend=backend)
+    e.add_session("S1", hospital="H1", department="Cardiology", doctor="Dr Li", starts_at=START,
+                  capacity=3, fee=0)
+    for _ in range(6):
+        e.add_capacity("S1", 10_000)
+    before = snapshot(e)
+    with pytest.raises(InvalidArgument) as info:
+        e.add_capacity("S1", 5533)
+    assert type(info.value) is InvalidArgument
+    assert snapshot(e) == before
+    assert e.add_capacity("S1", 5532) == 65535
+    with pytest.raises(InvalidArgument):
+        e.add_capacity("S1", 1)
+    assert e.block_slot("S1", 65535)
+    e._check_invariants()
+
+
+def test_add_capacity_to_suspended_session_is_invalid_state(eng):
+    eng.suspend("S1")
+    before = snapshot(eng)
+    with pytest.raises(InvalidState):
+        eng.add_capacity("S1", 1)
+    assert snapshot(eng) == before
+
+
+@pytest.mark.parametrize("kw, exc", [
+    (dict(policy="strict"), InvalidType), (dict(policy={}), InvalidType),
+    (dict(policy=se.Policy), InvalidType), (dict(policy=1), InvalidType),
+    (dict(seed=None), InvalidType), (dict(seed=1.0), InvalidType), (dict(seed=True), InvalidType),
+    (dict(seed="7"), InvalidType), (dict(seed=b"7"), InvalidType), (dict(seed=[7]), InvalidType),
+    (dict(seed=-1), InvalidArgument), (dict(seed=2**64), InvalidArgument),
+    (dict(seed=10**30), InvalidArgument),
+    (dict(backend="fast"), InvalidArgument), (dict(backend=""), InvalidArgument),
+    (dict(backend="Core"), InvalidArgument), (dict(backend=None), InvalidType),
+    (dict(backend=["core"]), InvalidType), (dict(backend=b"core"), InvalidType),
+])
+def test_constructor_bad_input(kw, exc):
+    with pytest.raises(exc) as info:
+        se.Engine(**kw)
+    assert type(info.value) is exc and isinstance(info.value, SlotEngineError)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**63, 2**64 - 1])
+def test_constructor_accepts_the_whole_seed_range(backend, seed):
+    e = se.Engine(policy=None, seed=seed, backend=backend)
+    assert e.dump()["rng"] == seed
+
+
+def test_unicode_ids_are_valid(backend):
+    e = se.Engine(backend=backend)
+    e.add_session("心内科-上午", hospital="北京协和医院", department="心内科", doctor="张三 主任",
+                  tier="expert", starts_at=START, capacity=2, fee=6000, release={"app": T0})
+    e.register_patient("李四", follow_up_at=["北京协和医院"], now=T0)
+    r = e.book("账号一", "张三", "心内科-上午", now=T1)
+    assert (r.status, r.slot, r.booking) == (se.Status.BOOKED, 1, 0)
+    assert e.book("账号一", "李四", "心内科-上午", "app", now=T1).slot == 2
+    b = e.booking(0)
+    assert (b.patient, b.account, b.session) == ("张三", "账号一", "心内科-上午")
+    assert e.session("心内科-上午").doctor == "张三 主任"
+    assert [x.id for x in e.live_bookings("张三")] == [0]
+    names = e.dump()["names"]
+    assert names["patients"] == ["李四", "张三"] and names["accounts"] == ["账号一"]
+    assert names["hospitals"] == ["北京协和医院"]
+    assert list(e.intern_patients(["张三", "王五"])) == [1, 2]
+    assert list(e.session_ids(["心内科-上午"])) == [0]
+    assert "张三" in e.explain(0)
+    long_id = "号" * 256  # the longest id allowed
+    assert e.book(long_id, "王五", "心内科-上午", now=T1).reason == se.Reason.FULL
+    e._check_invariants()
+
+
+POLICY_INT_FIELDS = [
+    "utc_offset_minutes", "release_days_default", "release_minute_of_day", "rollover_minutes",
+    "session_minutes", "hold_minutes", "cancel_cutoff_minutes", "account_patients",
+    "account_window_days", "strike_window_days", "cancel_strikes", "cancel_window_days",
+]
+
+
+@pytest.mark.parametrize("field", POLICY_INT_FIELDS)
+@pytest.mark.parametrize("value, exc", [
+    (None, InvalidType), (10.0, InvalidType), (True, InvalidType), ("10", InvalidType),
+    (b"10", InvalidType), ([10], InvalidType), (Decimal(10), InvalidType),
+    (2**63, PolicyError), (10**30, PolicyError), (-(2**63), PolicyError),
+])
+def test_policy_int_fields_reject_junk(field, value, exc):
+    with pytest.raises(exc) as info:
+        se.Policy(**{field: value})
+    assert type(info.value) is exc and isinstance(info.value, SlotEngineError)
+
+
+@pytest.mark.parametrize("field", ["one_per_department_day", "bar_first_visit_expert"])
+@pytest.mark.parametrize("value", [None, 1, 0, "yes", b"", [True], 1.0])
+def test_policy_bool_fields_reject_junk(field, value):
+    with pytest.raises(InvalidType):
+        se.Policy(**{field: value})
+
+
+@pytest.mark.parametrize("kw, exc", [
+    (dict(channels=None), PolicyError), (dict(channels="app"), PolicyError),
+    (dict(channels=()), PolicyError), (dict(channels=("app", b"x")), PolicyError),
+    (dict(channels=("app", "")), PolicyError), (dict(channels=("app", " ")), PolicyError),
+    (dict(public_channel=None), PolicyError), (dict(public_channel=b"app"), PolicyError),
+    (dict(public_channel=["app"]), PolicyError),
+    (dict(release_days=None), InvalidType), (dict(release_days=[("app", 7)]), InvalidType),
+    (dict(release_days={"app": 7.0}), PolicyError), (dict(release_days={"app": True}), PolicyError),
+    (dict(release_days={"app": 10**30}), PolicyError), (dict(release_days={b"app": 7}), PolicyError),
+    (dict(patient_limits=None), InvalidType), (dict(patient_limits="2,1"), InvalidType),
+    (dict(patient_limits=((2.0, 1),)), PolicyError), (dict(patient_limits=((2, True),)), PolicyError),
+    (dict(patient_limits=((2, 10**30),)), PolicyError), (dict(patient_limits=(None,)), PolicyError),
+    (dict(ban_days=None), PolicyError), (dict(ban_days=(30.0,)), PolicyError),
+    (dict(ban_days=(True,)), PolicyError), (dict(ban_days=(2**63,)), PolicyError),
+    (dict(ban_days="30"), PolicyError),
+])
+def test_policy_structured_fields_reject_junk(kw, exc):
+    with pytest.raises(exc) as info:
+        se.Policy(**kw)
+    assert type(info.value) is exc and isinstance(info.value, SlotEngineError)

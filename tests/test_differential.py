@@ -1,0 +1,475 @@
+"""Differential test: the compiled core against the reference model, step by step.
+
+A hypothesis state machine (bidict's ``BidictStateMachine``, pyroaring's
+``test_state_machine.py``) sends the same commands to two backends on a small
+world (a few hospitals and departments, up to four small sessions, up to
+eight patients and accounts, tight rules, short timers) and after every step
+requires equal results, equal events, equal ``state_hash()``, and invariants
+that hold on both.  Time only moves forward, by small ticks or by jumps to
+the moments that matter (releases, roll-overs, cut-offs, hold expiries, bans,
+session ends).  Bad input must raise the same error class on both and change
+nothing.
+
+``TestDifferential`` runs core vs reference; ``TestReferenceSelf`` runs the
+reference against a second reference instance (determinism, and the
+reference's own invariants, on their own).  Settings come
+from the loaded hypothesis profile (tests/conftest.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from slotengine import errors
+from slotengine._core import Core as FastCore
+from slotengine._state import _canon
+from slotengine.outcomes import BookingState, Reason, SlotState, Status
+from slotengine.policy import CorePolicy
+from slotengine.reference import Core as RefCore
+from slotengine.reference import Result as RefResult
+
+MAX_PATIENTS = 8
+MAX_ACCOUNTS = 8
+MAX_SESSIONS = 4
+LIVE = (int(BookingState.HELD), int(BookingState.BOOKED))
+COUNTED = (int(BookingState.HELD), int(BookingState.BOOKED), int(BookingState.ARRIVED),
+           int(BookingState.NO_SHOW))
+OCCUPIED = (int(SlotState.HELD), int(SlotState.BOOKED), int(SlotState.ARRIVED),
+            int(SlotState.NO_SHOW))
+
+# Rules tight enough to trigger on a world this small; times are short (ms) so
+# that a few ticks cross holds, windows and bans.
+policies = st.builds(
+    CorePolicy,
+    n_channels=st.integers(2, 3),
+    public_channel=st.integers(0, 1),
+    hold_ms=st.sampled_from([10, 60]),
+    patient_limits=st.sampled_from([(), ((2, 100),), ((2, 60), (3, 400))]),
+    one_per_department_day=st.booleans(),
+    account_patients=st.sampled_from([0, 2, 2, 3]),
+    account_window_ms=st.sampled_from([100, 400]),
+    bar_first_visit_expert=st.booleans(),
+    ban_ms=st.sampled_from([(30,), (30, 80, 200)]),
+    strike_window_ms=st.sampled_from([150, 1000]),
+    cancel_strikes=st.sampled_from([0, 2, 2, 3]),
+    cancel_window_ms=st.sampled_from([100, 500]),
+)
+ticks = st.one_of(st.just(0), st.integers(0, 3), st.integers(0, 15))
+
+
+def _dump_diff(a: dict, b: dict) -> str:
+    """Where two dumps first differ, for a readable failure."""
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if _canon(a.get(key)) != _canon(b.get(key)):
+            va, vb = a.get(key), b.get(key)
+            if isinstance(va, list) and isinstance(vb, list):
+                for i, (x, y) in enumerate(zip(va, vb)):
+                    if _canon(x) != _canon(y):
+                        lines.append(f"{key}[{i}]: fast={x!r}\n{'':>{len(key) + 5}}ref ={y!r}")
+                        break
+                if len(va) != len(vb):
+                    lines.append(f"{key}: lengths fast={len(va)} ref={len(vb)}")
+            else:
+                lines.append(f"{key}: fast={va!r} ref={vb!r}")
+    return "\n".join(lines)
+
+
+class _Differential(RuleBasedStateMachine):
+    """Drive ``Fast`` (the backend under test) and the reference with the same commands."""
+
+    Fast: type = RefCore
+
+    # -- setup -----------------------------------------------------------------
+
+    @initialize(policy=policies, seed=st.integers(0, 2**64 - 1),
+                n_patients=st.integers(1, MAX_PATIENTS), n_accounts=st.integers(1, MAX_ACCOUNTS))
+    def setup(self, policy: CorePolicy, seed: int, n_patients: int, n_accounts: int) -> None:
+        note(f"policy={policy!r} seed={seed}")
+        self.policy = policy
+        self.fast = self.Fast(policy, seed)
+        self.ref = RefCore(policy, seed)
+        self.t = 0
+        for eng in (self.fast, self.ref):
+            eng.ensure_patients(n_patients)
+            eng.ensure_accounts(n_accounts)
+        self.n_patients = n_patients
+        self.n_accounts = n_accounts
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _tick(self, data: st.DataObject) -> int:
+        self.t += data.draw(ticks, label="dt")
+        return self.t
+
+    def _call(self, method: str, *args: object) -> tuple[object, object] | None:
+        """Call both backends; both must succeed, or both raise the same error and change nothing."""
+        note(f"{method}{args}")
+        before = self.ref.state_hash()
+        out, errs = [], []
+        for eng in (self.fast, self.ref):
+            try:
+                out.append(getattr(eng, method)(*args))
+                errs.append(None)
+            except errors.SlotEngineError as e:
+                out.append(None)
+                errs.append(type(e))
+        if errs[0] is not None or errs[1] is not None:
+            assert errs[0] is errs[1], f"{method}{args}: fast raised {errs[0]}, ref raised {errs[1]}"
+            assert self.ref.state_hash() == before, f"ref changed state before raising {errs[1]}"
+            assert self.fast.state_hash() == before, f"fast changed state before raising {errs[0]}"
+            return None
+        self._compare(method, out[0], out[1])
+        self._compare_events()
+        return out[0], out[1]
+
+    def _compare(self, method: str, got: object, want: object) -> None:
+        if isinstance(want, RefResult):
+            assert got.as_tuple() == want.as_tuple(), f"{method}: fast={got!r} ref={want!r}"
+            assert type(got.status) is Status and type(got.reason) is Reason, f"{method}: enum types"
+            assert got.window == want.window, f"{method}: window fast={got.window} ref={want.window}"
+            assert got.session == want.session, f"{method}: session fast={got.session} ref={want.session}"
+            assert got.slot == want.slot and got.booking == want.booking
+            assert got.ok == want.ok and got.ticket is None
+        elif isinstance(want, tuple) and want and isinstance(want[0], np.ndarray):
+            assert len(got) == 4
+            for name, g, w in zip(("status", "reason", "slot", "booking"), got, want):
+                g = np.asarray(g)
+                assert g.dtype == w.dtype, f"{method}.{name}: dtype fast={g.dtype} ref={w.dtype}"
+                assert np.array_equal(g, w), f"{method}.{name}: fast={g.tolist()} ref={w.tolist()}"
+        else:
+            assert got == want, f"{method}: fast={got!r} ref={want!r}"
+
+    def _compare_events(self) -> None:
+        got = [tuple(int(x) for x in ev) for ev in self.fast.drain_events()]
+        want = [tuple(ev) for ev in self.ref.drain_events()]
+        assert got == want, f"events differ:\nfast={got}\nref ={want}"
+
+    def _booking(self, data: st.DataObject) -> int:
+        return data.draw(st.integers(0, self.ref.n_bookings - 1), label="booking")
+
+    def _session(self, data: st.DataObject) -> int:
+        return data.draw(st.integers(0, self.ref.n_sessions - 1), label="session")
+
+    def _account_for(self, data: st.DataObject, booking: int) -> int:
+        """Mostly the owner, sometimes any account (NOT_OWNER)."""
+        if data.draw(st.integers(0, 4), label="other_account") == 0:
+            return data.draw(st.integers(0, self.n_accounts - 1), label="account")
+        return self.ref.booking_info(booking)[3]
+
+    def has_sessions(self) -> bool:
+        return self.ref.n_sessions > 0
+
+    def has_bookings(self) -> bool:
+        return self.ref.n_bookings > 0
+
+    # -- commands ------------------------------------------------------------------
+
+    @precondition(lambda self: self.ref.n_sessions < MAX_SESSIONS)
+    @rule(data=st.data())
+    def add_session(self, data: st.DataObject) -> None:
+        nch = self.policy.n_channels
+        draw = data.draw
+        t = self._tick(data)
+        quotas = draw(st.lists(st.integers(0, 3), min_size=nch, max_size=nch)
+                      .filter(lambda q: sum(q) > 0), label="quotas")
+        # Times are 0..MAX_MS; the Engine clamps derived times at 0 the same way.
+        release = [max(0, t + draw(st.integers(-5, 60), label="release")) for _ in range(nch)]
+        starts_at = t + draw(st.integers(0, 200), label="start_in")
+        slot_ms = draw(st.integers(1, 20), label="slot_ms")
+        end_at = starts_at + draw(st.integers(1, 400), label="length")
+        rollover_at = max(0, starts_at - draw(st.integers(-10, 150), label="roll_lead"))
+        cutoff_at = max(0, starts_at - draw(st.integers(-10, 100), label="cutoff_lead"))
+        self._call("add_session", draw(st.integers(0, 2), label="hospital"),
+                   draw(st.integers(0, 1), label="department"), draw(st.integers(0, 2), label="tier"),
+                   draw(st.integers(0, 1), label="day"), starts_at, end_at, rollover_at, cutoff_at,
+                   slot_ms, sum(quotas), draw(st.integers(0, 10**6), label="fee"), quotas, release, t)
+
+    @precondition(has_sessions)
+    @rule(data=st.data(), hold=st.booleans())
+    def book(self, data: st.DataObject, hold: bool) -> None:
+        draw = data.draw
+        self._call("book", draw(st.integers(0, self.n_accounts - 1), label="account"),
+                   draw(st.integers(0, self.n_patients - 1), label="patient"), self._session(data),
+                   draw(st.integers(0, self.policy.n_channels - 1), label="channel"),
+                   self._tick(data), hold)
+
+    @precondition(has_sessions)
+    @rule(data=st.data(), hold=st.booleans(), n=st.integers(1, 5))
+    def book_many(self, data: st.DataObject, hold: bool, n: int) -> None:
+        draw = data.draw
+        acc = [draw(st.integers(0, self.n_accounts - 1), label="account") for _ in range(n)]
+        pat = [draw(st.integers(0, self.n_patients - 1), label="patient") for _ in range(n)]
+        ses = [self._session(data) for _ in range(n)]
+        chan = [draw(st.integers(0, self.policy.n_channels - 1), label="channel") for _ in range(n)]
+        nows = [self._tick(data) for _ in range(n)]
+        self._call("book_many", np.array(acc, np.int32), np.array(pat, np.int32),
+                   np.array(ses, np.int32), np.array(chan, np.int32), np.array(nows, np.int64), hold)
+
+    @precondition(has_bookings)
+    @rule(data=st.data())
+    def confirm(self, data: st.DataObject) -> None:
+        b = self._booking(data)
+        self._call("confirm", b, self._account_for(data, b), self._tick(data))
+
+    @precondition(has_bookings)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        b = self._booking(data)
+        self._call("cancel", b, self._account_for(data, b), self._tick(data))
+
+    @precondition(has_bookings)
+    @rule(data=st.data())
+    def check_in(self, data: st.DataObject) -> None:
+        self._call("check_in", self._booking(data), self._tick(data))
+
+    @precondition(has_sessions)
+    @rule(data=st.data(), n=st.one_of(st.integers(1, 3), st.integers(60, 70)))
+    def add_capacity(self, data: st.DataObject, n: int) -> None:
+        # May raise InvalidState (suspended or closed): both must agree.
+        self._call("add_capacity", self._session(data), n,
+                   data.draw(st.integers(0, self.policy.n_channels - 1), label="channel"),
+                   self._tick(data))
+
+    @precondition(has_sessions)
+    @rule(data=st.data())
+    def suspend(self, data: st.DataObject) -> None:
+        # Rare on purpose: a suspended session is a dead end for most rules.
+        if data.draw(st.integers(0, 3), label="really") == 0:
+            self._call("suspend", self._session(data), self._tick(data))
+
+    @precondition(has_sessions)
+    @rule(data=st.data(), block=st.booleans())
+    def block_or_unblock(self, data: st.DataObject, block: bool) -> None:
+        s = self._session(data)
+        k = data.draw(st.integers(1, self.ref.session_flags(s)[3]), label="slot_no")
+        self._call("block_slot" if block else "unblock_slot", s, k, self._tick(data))
+
+    @precondition(has_sessions)
+    @rule(data=st.data())
+    def block_prefix(self, data: st.DataObject) -> None:
+        """Block slots 1..k so the lowest FREE slot sits far in (past 64-slot words)."""
+        s = self._session(data)
+        k = data.draw(st.integers(1, self.ref.session_flags(s)[3]), label="upto")
+        t = self._tick(data)
+        for slot_no in range(1, k + 1):
+            self._call("block_slot", s, slot_no, t)
+
+    @rule(data=st.data(), hospital=st.integers(0, 3))
+    def mark_known(self, data: st.DataObject, hospital: int) -> None:
+        p = data.draw(st.integers(0, self.n_patients - 1), label="patient")
+        self._call("mark_known", p, hospital, self._tick(data))
+
+    @rule(data=st.data())
+    def advance(self, data: st.DataObject) -> None:
+        self._call("advance", self._tick(data))
+
+    @rule(data=st.data())
+    def jump(self, data: st.DataObject) -> None:
+        """Move the clock to just before, at or after a moment that matters, then advance."""
+        d = self.ref.dump()
+        marks = [t for s in d["sessions"] for t in
+                 (*s["release"], s["rollover_at"], s["cancel_cutoff_at"], s["starts_at"], s["end_at"])]
+        marks += [b[9] for b in d["bookings"] if b[9]]  # hold_until
+        marks += [p[0] for p in d["patients"] if p[0]]  # banned_until
+        marks = sorted({m + off for m in marks for off in (-1, 0, 1) if m + off >= self.t})
+        if marks:
+            self.t = data.draw(st.sampled_from(marks), label="jump_to")
+        self._call("advance", self.t)
+
+    @precondition(lambda self: self.n_patients < MAX_PATIENTS or self.n_accounts < MAX_ACCOUNTS)
+    @rule(more_patients=st.integers(0, 2), more_accounts=st.integers(0, 2))
+    def grow(self, more_patients: int, more_accounts: int) -> None:
+        self.n_patients = min(MAX_PATIENTS, self.n_patients + more_patients)
+        self.n_accounts = min(MAX_ACCOUNTS, self.n_accounts + more_accounts)
+        self._call("ensure_patients", self.n_patients)
+        self._call("ensure_accounts", self.n_accounts)
+
+    # -- bad input: the same error on both, and nothing changes ------------------
+
+    @rule(data=st.data())
+    def bad_input(self, data: st.DataObject) -> None:
+        draw = data.draw
+        ns, nb = self.ref.n_sessions, self.ref.n_bookings
+        nch = self.policy.n_channels
+        now = self.ref.now
+        past = now - draw(st.integers(1, 10), label="back") if now > 0 else None
+        far = draw(st.integers(0, 3), label="beyond")
+        bad_account = draw(st.sampled_from([-1, self.n_accounts + far]), label="bad_account")
+        s = self._session(data) if ns else 0
+        b = self._booking(data) if nb else 0
+        cases: list[tuple[str, tuple, type]] = [
+            ("book", (0, 0, ns + far, 0, now, False), errors.UnknownSession),
+            ("book", (bad_account, 0, s, 0, now, False), errors.UnknownAccount),
+            ("book", (0, self.n_patients + far, s, 0, now, False), errors.UnknownPatient),
+            ("confirm", (nb + far, 0, now), errors.UnknownBooking),
+            ("cancel", (-1, 0, now), errors.UnknownBooking),
+            ("check_in", (nb + far, now), errors.UnknownBooking),
+            ("suspend", (ns + far, now), errors.UnknownSession),
+            ("mark_known", (self.n_patients + far, 0, now), errors.UnknownPatient),
+            ("add_session", (0, 0, 3, 0, now, now + 1, now, now, 1, 1, 0, [1] + [0] * (nch - 1),
+                             [now] * nch, now), errors.InvalidArgument),
+            ("add_session", (0, 0, 0, 0, now, now + 1, now, now, 1, 2, 0, [1] + [0] * (nch - 1),
+                             [now] * nch, now), errors.InvalidArgument),
+            ("add_session", (0, 0, 0, 0, now + 5, now + 5, now, now, 1, 1, 0,
+                             [1] + [0] * (nch - 1), [now] * nch, now), errors.InvalidArgument),
+            ("add_session", (0, 0, 0, 0, now, now + 1, now, -1, 1, 1, 0,
+                             [1] + [0] * (nch - 1), [now] * nch, now), errors.InvalidArgument),
+            ("mark_known", (0, 2**31, now), errors.InvalidArgument),
+            ("advance", (float(now),), errors.InvalidType),
+            ("mark_known", (True, 0, now), errors.InvalidType),
+            ("ensure_patients", ("3",), errors.InvalidType),
+            ("ensure_accounts", (-1,), errors.InvalidArgument),
+            ("check_in", (2**70, now), errors.UnknownBooking),
+        ]
+        if ns:
+            cap = self.ref.session_flags(s)[3]
+            cases += [
+                ("book", (0, 0, s, nch + far, now, True), errors.UnknownChannel),
+                ("book", (0, 0, s, -1, now, True), errors.UnknownChannel),
+                ("book", (2**70, 0, s, 0, now, True), errors.UnknownAccount),
+                ("book", (0, 0, np.int64(s), 0, now + 0.5, True), errors.InvalidType),
+                ("add_capacity", (s, 2**70, 0, now), errors.InvalidArgument),
+                ("add_capacity", (s, 1, nch + far, now), errors.UnknownChannel),
+                ("add_capacity", (s, draw(st.sampled_from([0, -1, 10_001])), 0, now),
+                 errors.InvalidArgument),
+                ("block_slot", (s, draw(st.sampled_from([0, cap + 1])), now), errors.InvalidArgument),
+                ("unblock_slot", (s, cap + 1 + far, now), errors.InvalidArgument),
+                ("book_many", (np.zeros(2, np.int32), np.zeros(2, np.int32),
+                               np.array([s, ns + far], np.int32), np.zeros(2, np.int32),
+                               np.array([now, now], np.int64), False), errors.UnknownSession),
+                ("book_many", (np.zeros(2, np.int32), np.zeros(2, np.int32),
+                               np.array([s, s], np.int32), np.zeros(2, np.int32),
+                               np.array([now + 2, now + 1], np.int64), False),
+                 errors.TimeWentBackwards),
+            ]
+        if nb:
+            cases.append(("confirm", (b, self.n_accounts + far, now), errors.UnknownAccount))
+        if past is not None:
+            cases += [
+                ("advance", (past,), errors.TimeWentBackwards),
+                ("mark_known", (0, 0, past), errors.TimeWentBackwards),
+                ("add_session", (0, 0, 0, 0, now, now + 1, now, now, 1, 1, 0,
+                                 [1] + [0] * (nch - 1), [now] * nch, past), errors.TimeWentBackwards),
+            ]
+            if ns:
+                cases += [
+                    ("book", (0, 0, s, 0, past, False), errors.TimeWentBackwards),
+                    ("add_capacity", (s, 1, 0, past), errors.TimeWentBackwards),
+                    ("suspend", (s, past), errors.TimeWentBackwards),
+                    ("block_slot", (s, 1, past), errors.TimeWentBackwards),
+                    ("book_many", (np.zeros(1, np.int32), np.zeros(1, np.int32),
+                                   np.array([s], np.int32), np.zeros(1, np.int32),
+                                   np.array([past], np.int64), False), errors.TimeWentBackwards),
+                ]
+            if nb:
+                cases += [
+                    ("confirm", (b, 0, past), errors.TimeWentBackwards),
+                    ("cancel", (b, 0, past), errors.TimeWentBackwards),
+                    ("check_in", (b, past), errors.TimeWentBackwards),
+                ]
+        method, args, err = draw(st.sampled_from(cases), label="case")
+        note(f"bad: {method}{args} expecting {err.__name__}")
+        before = self.ref.state_hash()
+        for name, eng in (("fast", self.fast), ("ref", self.ref)):
+            with pytest.raises(err) as info:
+                getattr(eng, method)(*args)
+            assert type(info.value) is err, f"{name} raised {type(info.value).__name__}, not {err.__name__}"
+            assert eng.state_hash() == before, f"{name} changed state before raising"
+
+    # -- invariants ------------------------------------------------------------------
+
+    @invariant()
+    def same_state(self) -> None:
+        if not hasattr(self, "ref"):
+            return
+        self.fast._check_invariants()
+        self.ref._check_invariants()
+        df, dr = self.fast.dump(), self.ref.dump()
+        hf, hr = self.fast.state_hash(), self.ref.state_hash()
+        assert hf == hr, f"state_hash differs:\n{_dump_diff(df, dr)}"
+        assert df == dr, "dumps hash equal but differ in structure (list vs tuple, types)"
+        assert (self.fast.now, self.fast.n_sessions, self.fast.n_bookings) == \
+               (self.ref.now, self.ref.n_sessions, self.ref.n_bookings)
+        for s in range(self.ref.n_sessions):
+            for what in ("session_counts", "session_quota", "session_flags"):
+                got, want = getattr(self.fast, what)(s), getattr(self.ref, what)(s)
+                assert _canon(got) == _canon(want), f"{what}({s}): fast={got} ref={want}"
+        for p in range(self.n_patients):
+            for what in ("patient_live", "patient_info"):
+                got, want = getattr(self.fast, what)(p), getattr(self.ref, what)(p)
+                assert _canon(got) == _canon(want), f"{what}({p}): fast={got} ref={want}"
+        for b in range(self.ref.n_bookings):
+            assert _canon(self.fast.booking_info(b)) == _canon(self.ref.booking_info(b))
+
+    @invariant()
+    def rules_hold(self) -> None:
+        """The contract's guarantees, checked from the outside on the reference's dump."""
+        if not hasattr(self, "ref"):
+            return
+        pol = self.policy
+        d = self.ref.dump()
+        bookings = d["bookings"]
+        seen: set[int] = set()
+        for s_id, s in enumerate(d["sessions"]):
+            states, owners = s["slot_states"], s["slot_bookings"]
+            assert len(states) == len(owners) == s["capacity"]
+            counts = self.ref.session_counts(s_id)
+            assert sum(counts) == s["capacity"]
+            assert all(q >= 0 for q in s["quota_left"])
+            assert sum(s["quota_left"]) <= counts[SlotState.FREE] + counts[SlotState.BLOCKED]
+            for k, (st_, b) in enumerate(zip(states, owners), start=1):
+                if st_ in OCCUPIED:
+                    assert b not in seen, f"booking {b} on two slots"
+                    seen.add(b)
+                    assert bookings[b][0] == s_id and bookings[b][1] == k
+        by_patient: dict[int, list[tuple]] = {}
+        for info in bookings:
+            by_patient.setdefault(info[2], []).append(info)
+        sessions = d["sessions"]
+        for p, infos in by_patient.items():
+            live = [i for i in infos if i[6] in LIVE]
+            assert len({i[0] for i in live}) == len(live), f"patient {p}: two live in one session"
+            if pol.one_per_department_day:
+                keys = [(sessions[i[0]]["department"], sessions[i[0]]["day"]) for i in live]
+                assert len(set(keys)) == len(keys), f"patient {p}: two live in one department/day"
+            counted = [i[7] for i in infos if i[6] in COUNTED]
+            for count, window in pol.patient_limits:
+                for t in counted:
+                    n = sum(1 for u in counted if t - window < u <= t)
+                    assert n <= count, f"patient {p}: {n} bookings in ({t - window}, {t}]"
+            if pol.bar_first_visit_expert:
+                for i in infos:
+                    s = sessions[i[0]]
+                    if s["tier"] == 2:
+                        assert (p, s["hospital"]) in {tuple(k) for k in d["known"]}
+        if pol.account_patients > 0:
+            by_account: dict[int, list[tuple]] = {}
+            for info in bookings:
+                by_account.setdefault(info[3], []).append(info)
+            for a, infos in by_account.items():
+                for i in infos:
+                    t = i[7]
+                    pats = {j[2] for j in infos if t - pol.account_window_ms < j[7] <= t}
+                    assert len(pats) <= pol.account_patients, f"account {a}: patients {pats}"
+
+
+class _CoreVsReference(_Differential):
+    Fast = FastCore
+
+
+class _ReferenceVsReference(_Differential):
+    Fast = RefCore
+
+
+TestDifferential = _CoreVsReference.TestCase
+TestReferenceSelf = _ReferenceVsReference.TestCase

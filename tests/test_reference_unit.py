@@ -1,0 +1,540 @@
+"""Hand-checked cases of docs/semantics.md, run on every available backend.
+
+Each test pins one tricky rule with numbers worked out by hand: the order of
+checks, quota choice, timers at equal times, strikes and bans, the cancel
+cut-off, roll-over, suspension, and the dump layout.  Times are small ints (ms)
+so the arithmetic is easy to follow.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slotengine import errors
+from slotengine.outcomes import BookingState as B
+from slotengine.outcomes import EventKind as E
+from slotengine.outcomes import Reason as R
+from slotengine.outcomes import SlotState as S
+from slotengine.outcomes import Status
+from slotengine._core import Core as FastCore
+from slotengine.policy import CorePolicy
+from slotengine.reference import Core as RefCore
+
+CLASSES = {"core": FastCore, "reference": RefCore}
+
+# Three channels: 0 public, 1 and 2 others.  Nothing tight unless a test says so.
+BASE = CorePolicy(
+    n_channels=3, public_channel=0, hold_ms=10, patient_limits=(),
+    one_per_department_day=False, account_patients=0, account_window_ms=100,
+    bar_first_visit_expert=False, ban_ms=(100, 200, 300), strike_window_ms=1000,
+    cancel_strikes=0, cancel_window_ms=100,
+)
+PUB, CH1, CH2 = 0, 1, 2
+
+
+@pytest.fixture
+def make(backend):
+    """``make(**policy_changes)`` -> a backend (conftest's ``backend``) with 4 patients and 4 accounts."""
+    cls = CLASSES[backend]
+
+    def build(**changes):
+        core = cls(BASE._replace(**changes), 7)
+        core.ensure_patients(4)
+        core.ensure_accounts(4)
+        return core
+    return build
+
+
+def session(core, *, hospital=0, department=0, tier=0, day=0, starts_at=1000, end_at=1100,
+            rollover_at=900, cutoff=800, slot_ms=10, quotas=(2, 0, 0), release=(0, 0, 0),
+            now=None):
+    return core.add_session(hospital, department, tier, day, starts_at, end_at, rollover_at,
+                            cutoff, slot_ms, sum(quotas), 0, list(quotas), list(release),
+                            core.now if now is None else now)
+
+
+def book(core, now, *, account=0, patient=0, s=0, channel=PUB, hold=False):
+    return core.book(account, patient, s, channel, now, hold)
+
+
+# -- booking and its checks ---------------------------------------------------------
+
+
+def test_book_takes_lowest_free_slot_and_reports_window(make):
+    c = make()
+    session(c, quotas=(3, 0, 0))
+    r1 = book(c, 10, patient=0)
+    r2 = book(c, 10, patient=1, hold=True)
+    assert (r1.status, r1.reason, r1.slot, r1.booking, r1.window, r1.session) == \
+        (Status.BOOKED, R.NONE, 1, 0, (1000, 1010), 0)
+    assert r2.as_tuple() == (int(Status.HELD), 0, 2, 1) and r2.window == (1010, 1020)
+    assert r1.ok and r2.ok and r1.ticket is None
+    assert c.booking_info(1) == (0, 2, 1, 0, PUB, PUB, int(B.HELD), 10, 10, 20, 0)
+    assert c.cancel(0, 0, 11).status == Status.CANCELLED
+    assert book(c, 12, patient=2).slot == 1  # the freed slot is the lowest again
+
+
+def test_rejected_book_changes_only_the_clock(make):
+    c = make()
+    session(c, release=(50, 50, 50))
+    before = c.dump()
+    r = book(c, 10)
+    assert r.as_tuple() == (int(Status.REJECTED), int(R.NOT_RELEASED), 0, -1)
+    assert (r.slot, r.booking, r.window) == (None, None, None) and not r.ok
+    after = c.dump()
+    assert after.pop("now") == 10 and before.pop("now") == 0
+    assert after == before
+
+
+def test_request_stage_order_suspended_then_closed_then_release(make):
+    c = make()
+    session(c, release=(500, 500, 500), end_at=1100)
+    assert book(c, 10).reason == R.NOT_RELEASED
+    assert book(c, 1100).reason == R.SESSION_CLOSED  # closed wins over not released
+    c2 = make()
+    session(c2, release=(500, 500, 500))
+    c2.suspend(0, 5)
+    assert book(c2, 2000).reason == R.SESSION_SUSPENDED  # suspended wins over closed
+
+
+def test_closed_by_clock_before_the_timer_runs(make):
+    # now >= end_at is closed even though SESSION_END has not been handled yet:
+    # the timer was pushed by add_session at now=end_at and runs at the next command.
+    c = make()
+    session(c, starts_at=10, end_at=20, rollover_at=5, cutoff=5, now=30)
+    assert not c.session_flags(0)[2]
+    assert book(c, 30).reason == R.SESSION_CLOSED
+    assert c.session_flags(0)[2]
+
+
+def test_release_either_channel_or_public_opens(make):
+    c = make()
+    session(c, quotas=(1, 1, 0), release=(100, 50, 500))
+    r = book(c, 60, channel=CH2)  # CH2 not released, public not released
+    assert r.reason == R.NOT_RELEASED
+    r = book(c, 60, channel=CH1)  # CH1 released: draws from CH1
+    assert r.status == Status.BOOKED and c.booking_info(r.booking)[5] == CH1
+    r = book(c, 100, channel=CH2, patient=1)  # CH2 not released but public is: draws public
+    assert r.status == Status.BOOKED and c.booking_info(r.booking)[4:6] == (CH2, PUB)
+
+
+def test_quota_exhausted_versus_full(make):
+    c = make()
+    session(c, quotas=(0, 1, 1))
+    assert book(c, 10, channel=PUB).reason == R.QUOTA_EXHAUSTED  # free slots, none for public
+    assert book(c, 10, channel=CH1).status == Status.BOOKED
+    assert book(c, 10, channel=CH1, patient=1).reason == R.QUOTA_EXHAUSTED
+    assert book(c, 10, channel=CH2, patient=1).status == Status.BOOKED
+    assert book(c, 10, channel=CH2, patient=2).reason == R.FULL  # FULL is checked first
+
+
+def test_blocked_slot_is_not_free_and_keeps_its_quota(make):
+    c = make()
+    session(c, quotas=(2, 0, 0))
+    assert c.block_slot(0, 1, 5) is True and c.block_slot(0, 1, 5) is False
+    assert book(c, 10).slot == 2
+    assert book(c, 10, patient=1).reason == R.FULL
+    assert c.session_quota(0) == [1, 0, 0]
+    assert c.unblock_slot(0, 1, 11) is True and c.unblock_slot(0, 1, 11) is False
+    assert book(c, 12, patient=1).slot == 1
+    with pytest.raises(errors.InvalidArgument):
+        c.block_slot(0, 3, 12)
+
+
+def test_eligibility_order(make):
+    c = make(one_per_department_day=True, patient_limits=((1, 50),), account_patients=1,
+             bar_first_visit_expert=True)
+    session(c, quotas=(3, 0, 0))                              # s0: dept 0, day 0
+    session(c, quotas=(3, 0, 0), department=0, day=0)         # s1: same dept/day
+    session(c, quotas=(3, 0, 0), department=1, tier=2)        # s2: other dept, expert
+    assert book(c, 10, s=0).status == Status.BOOKED
+    assert book(c, 11, s=0).reason == R.DUPLICATE_SESSION
+    assert book(c, 11, s=1).reason == R.DUPLICATE_DEPARTMENT_DAY
+    assert book(c, 11, s=2).reason == R.PATIENT_LIMIT
+    assert book(c, 11, s=2, patient=1).reason == R.ACCOUNT_PATIENT_LIMIT
+    assert book(c, 11, s=2, patient=1, account=1).reason == R.FIRST_VISIT_EXPERT
+    c.mark_known(1, 0, 12)
+    assert book(c, 12, s=2, patient=1, account=1).status == Status.BOOKED
+
+
+def test_patient_limit_window_is_open_at_its_start(make):
+    # counted: created_at > now - window
+    c = make(patient_limits=((1, 50),))
+    session(c, quotas=(2, 0, 0))
+    session(c, quotas=(2, 0, 0), department=1)
+    assert book(c, 10, s=0).status == Status.BOOKED
+    assert book(c, 59, s=1).reason == R.PATIENT_LIMIT
+    assert book(c, 60, s=1).status == Status.BOOKED
+
+
+def test_patient_limit_ignores_cancelled_and_expired(make):
+    c = make(patient_limits=((1, 500),))
+    session(c, quotas=(3, 0, 0))
+    b = book(c, 10, hold=True).booking
+    assert c.cancel(b, 0, 11).status == Status.CANCELLED
+    assert book(c, 12, hold=True).status == Status.HELD  # expires at 22
+    assert book(c, 22).status == Status.BOOKED
+
+
+def test_account_patients_counts_any_state(make):
+    c = make(account_patients=1, account_window_ms=100)
+    session(c, quotas=(3, 0, 0))
+    b = book(c, 10, patient=0).booking
+    c.cancel(b, 0, 11)
+    assert book(c, 12, patient=1).reason == R.ACCOUNT_PATIENT_LIMIT
+    assert book(c, 12, patient=0).status == Status.BOOKED  # same patient is fine
+    assert book(c, 111, patient=1).reason == R.ACCOUNT_PATIENT_LIMIT  # booking at 12 counts
+    assert book(c, 112, patient=1).status == Status.BOOKED  # 12 > 112 - 100 is false
+
+
+def test_check_in_makes_the_patient_known(make):
+    c = make(bar_first_visit_expert=True)
+    session(c, quotas=(1, 0, 0), hospital=3, starts_at=50, end_at=60, cutoff=40, rollover_at=30)
+    session(c, quotas=(1, 0, 0), hospital=3, tier=2, department=1)
+    assert book(c, 10, s=1).reason == R.FIRST_VISIT_EXPERT
+    b = book(c, 10, s=0).booking
+    assert c.check_in(b, 55).status == Status.ARRIVED
+    assert c.patient_live(0) == []
+    assert c.dump()["known"] == [(0, 3)]
+    assert book(c, 56, s=1).status == Status.BOOKED
+
+
+# -- lifecycle -------------------------------------------------------------------------
+
+
+def test_confirm_rules_and_hold_expiry_at_exactly_hold_until(make):
+    c = make()
+    session(c, quotas=(3, 0, 0))
+    b = book(c, 10, hold=True).booking  # hold_until 20
+    assert c.confirm(b, 1, 11).reason == R.NOT_OWNER
+    r = c.confirm(b, 0, 20)  # the timer at 20 runs first
+    assert r.as_tuple() == (int(Status.REJECTED), int(R.HOLD_EXPIRED), 1, b)
+    assert r.window == (1000, 1010) and r.session == 0
+    assert c.drain_events() == [(int(E.HOLD_EXPIRED), 20, 0, b, 0, -1)]
+    b2 = book(c, 21, hold=True).booking
+    r = c.confirm(b2, 0, 30)  # 21 + 10 = 31: still held
+    assert r.status == Status.BOOKED
+    assert c.booking_info(b2)[6:10] == (int(B.BOOKED), 21, 30, 31)  # hold_until kept
+    assert c.confirm(b2, 0, 31).reason == R.NOT_HELD
+    assert c.drain_events() == []  # the stale HOLD_EXPIRE at 31 did nothing
+
+
+def test_check_in_needs_a_confirmed_booking(make):
+    c = make()
+    session(c, quotas=(3, 0, 0))
+    b = book(c, 10, hold=True).booking
+    assert c.check_in(b, 11).reason == R.NOT_CONFIRMED
+    c.cancel(b, 0, 12)
+    assert c.check_in(b, 13).reason == R.NOT_ACTIVE
+
+
+def test_cancel_cutoff_applies_to_booked_not_held(make):
+    c = make()
+    session(c, quotas=(3, 0, 0), cutoff=800)
+    booked = book(c, 10).booking
+    held = book(c, 799, patient=1, hold=True).booking
+    assert c.cancel(booked, 0, 800).reason == R.CANCEL_CUTOFF
+    assert c.cancel(held, 0, 800).status == Status.CANCELLED
+    assert c.cancel(held, 0, 801).reason == R.NOT_ACTIVE
+    assert c.booking_info(held)[6] == int(B.CANCELLED)
+
+
+def test_rollover_then_cancel_returns_to_public(make):
+    c = make()
+    session(c, quotas=(1, 2, 1), rollover_at=500, release=(0, 0, 0))
+    b = book(c, 10, channel=CH1).booking
+    assert c.session_quota(0) == [1, 1, 1]
+    c.advance(500)
+    assert c.session_quota(0) == [3, 0, 0]
+    assert c.session_flags(0) == (True, False, False, 4)
+    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 500, 0, -1, -1, 2)]
+    assert c.cancel(b, 0, 501).status == Status.CANCELLED
+    assert c.session_quota(0) == [4, 0, 0]
+    assert c.add_capacity(0, 2, CH2, 502) == 6  # after roll-over: public
+    assert c.session_quota(0) == [6, 0, 0]
+
+
+def test_cancel_before_rollover_returns_to_its_quota(make):
+    c = make()
+    session(c, quotas=(1, 2, 1), rollover_at=500)
+    b = book(c, 10, channel=CH1).booking
+    c.cancel(b, 0, 20)
+    assert c.session_quota(0) == [1, 2, 1]
+    assert c.add_capacity(0, 2, CH2, 21) == 6
+    assert c.session_quota(0) == [1, 2, 3]
+    assert c.drain_events() == [(int(E.CAPACITY_ADDED), 21, 0, -1, -1, 2)]
+
+
+def test_rollover_with_nothing_to_move_is_silent(make):
+    c = make()
+    session(c, quotas=(2, 0, 0), rollover_at=500)
+    c.advance(600)
+    assert c.session_flags(0)[0]
+    assert c.drain_events() == []
+
+
+# -- timers ------------------------------------------------------------------------------
+
+
+def test_session_end_no_show_and_expiry_in_slot_order(make):
+    c = make()
+    session(c, quotas=(3, 0, 0), starts_at=100, end_at=200, rollover_at=200, cutoff=50)
+    b0 = book(c, 10, patient=0).booking
+    b1 = book(c, 10, patient=1, hold=True).booking  # hold_until 20
+    b2 = book(c, 15, patient=2).booking
+    c.confirm(b1, 0, 16)
+    assert book(c, 17, patient=3, hold=True).reason == R.FULL
+    c.cancel(b1, 0, 40)  # confirmed, cancelled before the cut-off: slot 2 free again
+    b3 = book(c, 195, patient=3, hold=True).booking  # slot 2 again, hold_until 205
+    c.drain_events()
+    c.advance(200)
+    # ROLLOVER(200) was pushed before SESSION_END(200): it runs first (nothing to move).
+    assert c.drain_events() == [
+        (int(E.NO_SHOW), 200, 0, b0, 0, -1),
+        (int(E.PATIENT_BANNED), 200, 0, b0, 0, 1),
+        (int(E.HOLD_EXPIRED), 200, 0, b3, 3, -1),
+        (int(E.NO_SHOW), 200, 0, b2, 2, -1),
+        (int(E.PATIENT_BANNED), 200, 0, b2, 2, 1),
+    ]
+    assert c.session_counts(0) == (1, 0, 0, 0, 2, 0, 0)
+    assert c.session_flags(0) == (True, False, True, 3)
+    assert c.patient_info(0) == (300, (200,), ())
+    assert book(c, 201, patient=1).reason == R.SESSION_CLOSED
+    c.advance(205)  # the stale HOLD_EXPIRE(b3) at 205
+    assert c.drain_events() == []
+    with pytest.raises(errors.InvalidState):
+        c.add_capacity(0, 1, PUB, 205)
+
+
+def test_timers_due_at_the_same_time_run_in_push_order(make):
+    c = make()
+    session(c, quotas=(0, 1, 0), starts_at=100, end_at=150, rollover_at=150, release=(0, 0, 0))
+    c.advance(150)
+    # ROLLOVER(150) before SESSION_END(150): the quota rolled, then the session closed.
+    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 150, 0, -1, -1, 1)]
+    d = c.dump()
+    assert d["timers"] == [] and d["seq"] == 2
+    assert d["sessions"][0]["rolled"] and d["sessions"][0]["closed"]
+
+
+def test_dump_lists_pending_and_stale_timers(make):
+    c = make()
+    session(c, rollover_at=900, end_at=1100)
+    b = book(c, 10, hold=True).booking
+    c.confirm(b, 0, 11)
+    assert c.dump()["timers"] == [(20, 2, 1, b), (900, 0, 2, 0), (1100, 1, 3, 0)]
+
+
+# -- strikes, bans, cancellations -------------------------------------------------------------
+
+
+def _no_show(c, patient, t):
+    """A session ending at t with ``patient`` booked and absent: one strike at t."""
+    s = session(c, quotas=(1, 0, 0), starts_at=t - 5, end_at=t, rollover_at=t - 5, cutoff=0,
+                department=100 + c.n_sessions)
+    assert book(c, t - 5, patient=patient, s=s).status == Status.BOOKED
+    c.advance(t)
+
+
+def test_bans_escalate_with_strikes_in_window(make):
+    c = make(ban_ms=(100, 200, 300), strike_window_ms=1000)
+    _no_show(c, 0, 10)
+    assert c.patient_info(0) == (110, (10,), ())
+    _no_show(c, 0, 120)
+    assert c.patient_info(0) == (320, (10, 120), ())
+    _no_show(c, 0, 330)
+    assert c.patient_info(0) == (630, (10, 120, 330), ())
+    _no_show(c, 0, 640)  # capped at len(ban_ms): oldest strike dropped, ban_ms[-1]
+    assert c.patient_info(0) == (940, (120, 330, 640), ())
+    assert [e[5] for e in c.drain_events() if e[0] == E.PATIENT_BANNED] == [1, 2, 3, 3]
+
+
+def test_old_strikes_fall_out_of_the_window(make):
+    c = make(ban_ms=(100, 200, 300), strike_window_ms=150)
+    _no_show(c, 0, 10)
+    _no_show(c, 0, 160)  # 10 > 160 - 150 is false: n = 1
+    assert c.patient_info(0) == (260, (10, 160), ())
+    s = session(c, starts_at=500, end_at=600, department=7)
+    assert book(c, 259, patient=0, s=s).reason == R.PATIENT_BANNED
+
+
+def test_ban_blocks_booking_until_banned_until(make):
+    c = make(ban_ms=(100,))
+    _no_show(c, 0, 10)
+    s = session(c, quotas=(2, 0, 0), starts_at=500, end_at=600, department=7)
+    assert book(c, 109, s=s).reason == R.PATIENT_BANNED
+    assert book(c, 110, s=s).status == Status.BOOKED
+
+
+def test_ban_never_shortens(make):
+    c = make(ban_ms=(500, 10), strike_window_ms=1000)
+    for dept in (1, 2):  # two sessions ending at 20 with the same absent patient
+        s = session(c, quotas=(1, 0, 0), starts_at=10, end_at=20, department=dept)
+        assert book(c, 5, s=s).status == Status.BOOKED
+    c.advance(20)  # strikes: 20 + 500, then 20 + 10 which must not shorten the ban
+    assert c.patient_info(0) == (520, (20, 20), ())
+
+
+def test_cancellations_become_a_strike(make):
+    c = make(cancel_strikes=2, cancel_window_ms=100, ban_ms=(50,))
+    session(c, quotas=(3, 0, 0))
+    b = book(c, 10).booking
+    c.cancel(b, 0, 11)
+    assert c.patient_info(0) == (0, (), (11,))
+    h = book(c, 12, hold=True).booking
+    c.cancel(h, 0, 13)  # a hold: no cancellation record
+    assert c.patient_info(0) == (0, (), (11,))
+    b = book(c, 14).booking
+    c.cancel(b, 0, 111)  # 11 > 111 - 100 is false: one in window
+    assert c.patient_info(0) == (0, (), (11, 111))
+    b = book(c, 112).booking
+    c.cancel(b, 0, 120)  # cap 2: (111, 120), both in window -> strike, cleared
+    assert c.patient_info(0) == (170, (120,), ())
+    assert c.drain_events() == [(int(E.PATIENT_BANNED), 120, 0, b, 0, 1)]
+
+
+def test_cancel_strikes_zero_records_nothing(make):
+    c = make(cancel_strikes=0)
+    session(c, quotas=(3, 0, 0))
+    for t in (10, 20, 30):
+        c.cancel(book(c, t).booking, 0, t + 1)
+    assert c.patient_info(0) == (0, (), ())
+
+
+# -- suspension and capacity ----------------------------------------------------------------
+
+
+def test_suspend_cancels_live_bookings_and_open_slots(make):
+    c = make()
+    session(c, quotas=(4, 1, 0), starts_at=100, end_at=200)
+    b0 = book(c, 10, patient=0).booking
+    b1 = book(c, 10, patient=1, hold=True).booking
+    b2 = book(c, 10, patient=2).booking
+    c.check_in(b2, 15)
+    c.block_slot(0, 5, 16)
+    c.drain_events()
+    assert c.suspend(0, 19) == 2  # b1's hold would expire at 20
+    assert c.drain_events() == [
+        (int(E.BOOKING_CANCELLED), 19, 0, b0, 0, int(R.SESSION_SUSPENDED)),
+        (int(E.BOOKING_CANCELLED), 19, 0, b1, 1, int(R.SESSION_SUSPENDED)),
+        (int(E.SESSION_SUSPENDED), 19, 0, -1, -1, 2),
+    ]
+    assert c.session_counts(0) == (0, 0, 0, 1, 0, 4, 0)
+    assert c.session_quota(0) == [0, 0, 0]
+    assert c.booking_info(b0)[6:] == (int(B.CANCELLED), 10, 19, 0, int(R.SESSION_SUSPENDED))
+    assert c.patient_info(0) == (0, (), ())  # no strike, no cancellation record
+    assert c.patient_live(0) == [] and c.patient_live(1) == []
+    assert c.suspend(0, 21) == 0 and c.drain_events() == []
+    assert c.cancel(b0, 0, 22).reason == R.NOT_ACTIVE
+    assert c.unblock_slot(0, 5, 22) is False
+    with pytest.raises(errors.InvalidState):
+        c.add_capacity(0, 1, PUB, 22)
+    c.advance(300)  # ROLLOVER and SESSION_END of a suspended session do nothing
+    assert c.drain_events() == [] and c.session_flags(0) == (False, True, False, 5)
+
+
+def test_add_capacity_limits(make):
+    c = make()
+    session(c, quotas=(1, 0, 0))
+    for n in (0, 10_001):
+        with pytest.raises(errors.InvalidArgument):
+            c.add_capacity(0, n, PUB, 1)
+    with pytest.raises(errors.UnknownChannel):
+        c.add_capacity(0, 1, 3, 1)
+    assert c.add_capacity(0, 10_000, PUB, 1) == 10_001
+    assert c.session_counts(0)[0] == 10_001
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_errors_change_nothing_not_even_timers(make):
+    c = make()
+    session(c, quotas=(2, 0, 0), rollover_at=50, release=(0, 0, 0))
+    book(c, 10, channel=PUB, hold=True)
+    before = c.state_hash()
+    calls = [
+        (errors.TimeWentBackwards, lambda: c.advance(9)),
+        (errors.UnknownSession, lambda: c.book(0, 0, 1, 0, 100, False)),
+        (errors.UnknownPatient, lambda: c.book(0, 4, 0, 0, 100, False)),
+        (errors.UnknownAccount, lambda: c.book(4, 0, 0, 0, 100, False)),
+        (errors.UnknownChannel, lambda: c.book(0, 0, 0, 3, 100, False)),
+        (errors.UnknownBooking, lambda: c.confirm(1, 0, 100)),
+        (errors.UnknownBooking, lambda: c.check_in(-1, 100)),
+        (errors.InvalidArgument, lambda: c.block_slot(0, 0, 100)),
+        (errors.InvalidArgument, lambda: session(c, quotas=(1, 0, 0), tier=3, now=100)),
+        (errors.InvalidArgument, lambda: c.add_session(0, 0, 0, 0, 10, 20, 0, 0, 1, 2, 0,
+                                                       [1, 0, 0], [0, 0, 0], 100)),
+        (errors.InvalidArgument, lambda: c.add_session(0, 0, 0, 0, 10, 20, 0, 0, 1, 1, 0,
+                                                       [1, 0], [0, 0], 100)),
+        (errors.TimeWentBackwards, lambda: c.book_many([0, 0], [0, 1], [0, 0], [0, 0],
+                                                       [100, 99], False)),
+        (errors.UnknownSession, lambda: c.book_many([0, 0], [0, 1], [0, 5], [0, 0],
+                                                    [100, 100], False)),
+    ]
+    for err, call in calls:
+        with pytest.raises(err):
+            call()
+        assert c.state_hash() == before, err
+    assert c.now == 10
+
+
+def test_typed_errors_for_wrong_types(make):
+    c = make()
+    session(c)
+    with pytest.raises(errors.InvalidType):
+        c.book(0, 0, 0, 0, 1.5, False)
+    with pytest.raises(errors.InvalidType):
+        c.ensure_patients("3")
+    with pytest.raises(errors.InvalidArgument):
+        type(c)(BASE, -1)
+
+
+# -- batch, rng, dump --------------------------------------------------------------------------
+
+
+def test_book_many_is_book_row_by_row(make):
+    rows = [(0, 0, 0, PUB, 10), (0, 0, 0, PUB, 11), (1, 1, 0, PUB, 11), (2, 2, 0, CH1, 12),
+            (3, 3, 0, PUB, 12)]
+    c1, c2 = make(), make()
+    for c in (c1, c2):
+        session(c, quotas=(2, 1, 0))
+    want = [book(c1, t, account=a, patient=p, s=s, channel=ch, hold=True).as_tuple()
+            for a, p, s, ch, t in rows]
+    cols = [np.array(col, dtype=np.int64 if i == 4 else np.int32) for i, col in enumerate(zip(*rows))]
+    status, reason, slot, booking = c2.book_many(*cols, True)
+    assert (status.dtype, reason.dtype, slot.dtype, booking.dtype) == (
+        np.int8, np.int16, np.int32, np.int64)
+    assert list(zip(status.tolist(), reason.tolist(), slot.tolist(), booking.tolist())) == want
+    assert c1.state_hash() == c2.state_hash()
+    assert c1.drain_events() == c2.drain_events()
+
+
+def test_rng_is_splitmix64(make):
+    c = make()
+    if not hasattr(c, "rng_next"):
+        pytest.skip("backend has no rng_next")
+    assert c.dump()["rng"] == 7
+    c0 = type(c)(BASE, 0)
+    assert c0.rng_next() == 0xE220A8397B1DCDAF
+    assert c0.dump()["rng"] == 0x9E3779B97F4A7C15
+
+
+def test_dump_layout(make):
+    c = make()
+    session(c, hospital=1, department=2, tier=1, day=3, quotas=(1, 1, 0), release=(5, 6, 7))
+    book(c, 10, patient=1, account=2, hold=True)
+    d = c.dump()
+    assert sorted(d) == sorted(["now", "rng", "seq", "sessions", "bookings", "patients", "known",
+                                "timers", "events"])
+    assert d["sessions"] == [{
+        "hospital": 1, "department": 2, "tier": 1, "day": 3, "starts_at": 1000, "end_at": 1100,
+        "rollover_at": 900, "cancel_cutoff_at": 800, "slot_ms": 10, "capacity": 2, "fee": 0,
+        "quotas": [1, 1, 0], "quota_left": [0, 1, 0], "release": [5, 6, 7], "rolled": False,
+        "suspended": False, "closed": False, "slot_states": [int(S.HELD), int(S.FREE)],
+        "slot_bookings": [0, -1],
+    }]
+    assert d["bookings"] == [(0, 1, 1, 2, PUB, PUB, int(B.HELD), 10, 10, 20, 0)]
+    assert d["patients"] == [(0, (), ())] * 4
+    assert (d["now"], d["seq"], d["known"], d["events"]) == (10, 3, [], [])
+    assert d["timers"] == [(20, 2, 1, 0), (900, 0, 2, 0), (1100, 1, 3, 0)]
