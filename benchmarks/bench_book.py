@@ -19,10 +19,13 @@ Groups (each parametrized over the two backends, same work per round):
 * ``cancel``    per-call ``Engine.cancel`` of 10,000 booked slots.
 
 Every round gets a fresh engine from ``benchmark.pedantic(setup=...)``
-(building it is not timed).  The summary after the table gives bookings per
+(building it is not timed; growing its booking arrays, first-touch page
+faults included, is).  The summary after the table gives bookings per
 second from the median round and the core/reference ratio of this run.
 ``test_memory`` prints ``Engine.memory_usage()`` per slot and per live booking
-at 10^4, 10^5 and 10^6 slots (compiled core only).
+at 10^4, 10^5 and 10^6 slots (compiled core only; it counts allocated
+capacity, so growth slack is included).  The machines are shared and noisy:
+compare the ratios of one run, not absolute figures across runs.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ BACKENDS = ["core", "reference"]
 N_BOOK = 10_000
 N_MANY = 100_000
 N_CANCEL = 10_000
-#: (warm-up rounds, rounds) per backend: the reference is ~two orders slower.
+#: (warm-up rounds, rounds) per backend: the reference is 10-60x slower.
 ROUNDS = {"core": (1, 15), "reference": (0, 5)}
 ROUNDS_MANY = {"core": (1, 10), "reference": (0, 3)}
 TARGETS = {"book": 2_000_000, "book_many": 20_000_000}
