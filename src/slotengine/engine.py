@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from . import _core, reference
+from . import reference
 from ._state import state_hash as _hash_dump
 from .errors import (
     DuplicateId,
@@ -37,7 +37,16 @@ from .times import DAY, MAX_MS, MINUTE, from_ms, to_ms
 
 __all__ = ["Engine", "Event", "BookingInfo", "SessionInfo", "SlotCounts", "BatchResult"]
 
-_BACKENDS = {"core": _core.Core, "reference": reference.Core}
+_BACKENDS = ("core", "reference")
+
+
+def _backend_class(name: str) -> type:
+    """The backend's Core class; the compiled one is imported only when asked for."""
+    if name == "reference":
+        return reference.Core
+    from . import _core
+
+    return _core.Core
 _TIERS = {t.name.lower(): int(t) for t in Tier}
 _MAX_ID_LEN = 256
 _MAX_FEE = 10**12
@@ -196,7 +205,7 @@ class Engine:
         self.policy = policy
         self.seed = seed
         self.backend = backend
-        self._core = _BACKENDS[backend](policy.compile(), seed)
+        self._core = _backend_class(backend)(policy.compile(), seed)
         self._tz = timezone(timedelta(minutes=policy.utc_offset_minutes))
         self._channels = {name: i for i, name in enumerate(policy.channels)}
         self._public = self._channels[policy.public_channel]

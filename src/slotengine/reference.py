@@ -62,6 +62,9 @@ Readings of the contract where it leaves a choice (the simplest one each time):
 * A hold that expires keeps end reason NONE; a booking cancelled by
   ``suspend`` gets ``changed_at = now`` and end reason SESSION_SUSPENDED.
 * Events without a detail use -1 (HOLD_EXPIRED, NO_SHOW).
+* A strike with no strike inside the window (only possible with a
+  hand-built ``strike_window_ms == 0``) uses ``ban_ms[-1]``, Python's reading
+  of index ``min(n, len) - 1 == -1``.
 """
 from __future__ import annotations
 
@@ -552,6 +555,21 @@ class Core:
             p.cancels.clear()
             self._strike(patient, t, session, booking)
 
+    def _created_since(self, ids: list[int], after: int) -> list[_Booking]:
+        """The bookings among ``ids`` with ``created_at > after``.
+
+        ``ids`` is in creation order and the clock never goes back, so
+        ``created_at`` is non-decreasing along it: walk back from the newest
+        and stop at the first one too old.  O(bookings in the window).
+        """
+        out = []
+        for b_id in reversed(ids):
+            b = self._bookings[b_id]
+            if b.created_at <= after:
+                break
+            out.append(b)
+        return out
+
     def _lowest_free(self, s: _Session) -> int:
         """Index of the lowest FREE slot, or -1.  Drops stale heap entries on the way."""
         heap = s.free_heap
@@ -665,14 +683,13 @@ class Core:
                 if other.department == s.department and other.day == s.day:
                     return reject(Reason.DUPLICATE_DEPARTMENT_DAY)
         for count, window_ms in self._limits:
-            n = sum(1 for b in p.bookings
-                    if self._bookings[b].created_at > now - window_ms
-                    and self._bookings[b].state in _COUNTED)
+            n = sum(1 for b in self._created_since(p.bookings, now - window_ms)
+                    if b.state in _COUNTED)
             if n >= count:
                 return reject(Reason.PATIENT_LIMIT)
         if pol.account_patients > 0:
-            recent = {self._bookings[b].patient for b in self._account_bookings[a]
-                      if self._bookings[b].created_at > now - pol.account_window_ms}
+            recent = {b.patient for b in self._created_since(self._account_bookings[a],
+                                                             now - pol.account_window_ms)}
             if p_id not in recent and len(recent) >= pol.account_patients:
                 return reject(Reason.ACCOUNT_PATIENT_LIMIT)
         if pol.bar_first_visit_expert and s.tier == 2 and (p_id, s.hospital) not in self._known:
@@ -921,6 +938,8 @@ class Core:
         for p_id, p in enumerate(self._patients):
             want = {b for b in p.bookings if self._bookings[b].state in _LIVE}
             assert p.live == want, f"patient {p_id} live set {p.live} != {want}"
+            created = [self._bookings[b].created_at for b in p.bookings]
+            assert created == sorted(created), "bookings out of creation order"
             assert len(p.strikes) <= len(self._ban_ms)
             assert len(p.cancels) <= max(self._policy.cancel_strikes, 0)
         for due, seq, kind, ident in self._timers:
