@@ -2,32 +2,38 @@
 # distutils: language = c++
 """The compiled backend: the contract of docs/semantics.md on dense int ids.
 
-All state is C: std::vectors of small structs (sessions, slots, bookings,
-patients, accounts, timers, events) and one std::unordered_set for the known
-(patient, hospital) pairs.  Python objects appear only at the edges: argument
+All state is C: std::vectors of small structs and ints (sessions, slots,
+bookings, patients, accounts, timers, events, the known-pair hash set).
+Python objects appear only at the edges: argument
 conversion, Result objects, and introspection.  The plain-Python twin is
 ``slotengine.reference.Core``; both must agree on every result, event, dump
 and state hash.
 
 Layout (see _defs.pxi for the structs):
 
-* slots: ``_slot_bk`` (int32 booking id, -1 none) and ``_slot_st`` (uint8
-  SlotState) in global vectors, a session owning ``[slot_off, slot_off +
-  capacity)``; plus a two-level free bitmap per session in ``_bits``
-  (_ledger.pxi).  About 5.2 bytes per slot.
+* slots: ``_slot_bk`` (int32: the booking id, or SB_FREE / SB_BLOCKED /
+  SB_CANCELLED) in one global vector, a session owning ``[slot_off, slot_off
+  + capacity)``; an occupied slot's state is its booking's state.  Plus a
+  free bitmap per session in ``_bits`` (_ledger.pxi).  About 4.2 bytes per
+  slot; a session adds 72 bytes, 12 per channel (quotas, release) and two
+  timers.
 * bookings: 48-byte records; each links to the patient's previous booking
   (newest-first history for the trailing-window limits), the account's
   previous booking (distinct patients per account) and the next live booking
   of the patient (the live set: HELD and BOOKED).
-* patients: 24-byte records plus fixed-stride strike and cancel times.
+* patients: 32-byte records (with the first two hospitals the patient is
+  known at) plus fixed-stride strike and cancel times; further known
+  (patient, hospital) pairs live in an open-addressing hash set (_known.pxi).
 * timers: a binary heap of (due, seq, kind, id) structs (_timers.pxi).
+
+Vectors grow by 1/8 (bookings by 1/4) rather than doubling, so allocated
+memory stays close to live memory; ``memory_usage()`` reports it.
 """
 
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memmove, memset
-from libcpp.unordered_set cimport unordered_set
 from libcpp.vector cimport vector
 
 from operator import index as _index
@@ -52,6 +58,7 @@ from slotengine.outcomes import BookingState, EventKind, Reason, SlotState, Stat
 include "_defs.pxi"
 include "_ledger.pxi"
 include "_timers.pxi"
+include "_known.pxi"
 include "_result.pxi"
 
 __all__ = ["Core", "Result"]
@@ -120,13 +127,13 @@ cdef class Core:
     cdef int64_t _now
     cdef uint64_t _rng
     cdef int64_t _seq
+    cdef int64_t _n_free              # FREE slots over all sessions (book_many reserves by it)
     # -- state --
     cdef vector[Session] _sessions
-    cdef vector[int32_t] _q_init      # per session x channel, as given
-    cdef vector[int32_t] _q_left      # per session x channel
+    cdef vector[uint16_t] _q_init     # per session x channel, as given (<= capacity)
+    cdef vector[uint16_t] _q_left     # per session x channel (sum <= capacity)
     cdef vector[int64_t] _release     # per session x channel
-    cdef vector[int32_t] _slot_bk
-    cdef vector[uint8_t] _slot_st
+    cdef vector[int32_t] _slot_bk     # booking id, or SB_FREE / SB_BLOCKED / SB_CANCELLED
     cdef vector[uint64_t] _bits
     cdef vector[Booking] _bookings
     cdef vector[Patient] _patients
@@ -136,7 +143,9 @@ cdef class Core:
     cdef vector[int32_t] _scratch     # distinct patients of one account (book)
     cdef vector[Timer] _timers
     cdef vector[Event] _events
-    cdef unordered_set[uint64_t] _known  # patient << 32 | hospital
+    cdef vector[uint64_t] _known      # hash set of patient << 32 | hospital (_known.pxi)
+    cdef int64_t _n_known
+    cdef int _known_shift             # 64 - log2(table size)
 
     def __init__(self, policy, seed):
         cdef int64_t count, window
@@ -170,7 +179,11 @@ cdef class Core:
         for n, w in limits:
             if not 0 <= n <= MAX_ID or not 0 <= w <= MAX_MS:
                 raise PolicyError(f"policy.patient_limits row {(n, w)} is out of range")
-        if not 0 <= acct_patients <= 1_000_000 or not 0 <= cancel_strikes <= 1_000_000:
+        if hold_ms > MAX_HOLD_MS:
+            raise PolicyError(f"policy.hold_ms={hold_ms} is above {MAX_HOLD_MS}")
+        if len(ban_ms) > 65535:
+            raise PolicyError("policy.ban_ms has more than 65535 entries")
+        if not 0 <= acct_patients <= 1_000_000 or not 0 <= cancel_strikes <= 65535:
             raise PolicyError("policy counts are out of range")
         self._n_ch = n_ch
         self._pub = pub
@@ -198,12 +211,12 @@ cdef class Core:
         self._now = 0
         self._rng = seed
         self._seq = 0
+        self._n_free = 0
         self._sessions.clear()
         self._q_init.clear()
         self._q_left.clear()
         self._release.clear()
         self._slot_bk.clear()
-        self._slot_st.clear()
         self._bits.clear()
         self._bookings.clear()
         self._patients.clear()
@@ -214,6 +227,8 @@ cdef class Core:
         self._timers.clear()
         self._events.clear()
         self._known.clear()
+        self._n_known = 0
+        self._known_shift = 64
 
     # ------------------------------------------------------------------------
     # validation helpers: raise the contract's typed error, change nothing
@@ -266,6 +281,43 @@ cdef class Core:
     # ------------------------------------------------------------------------
     # shared steps (C only)
 
+    cdef inline bint _is_known(self, const Patient* pt, int32_t p, int32_t h) noexcept nogil:
+        """Whether (p, h) is known.  O(1), usually without leaving the patient record."""
+        if pt.known0 == h or pt.known1 == h:
+            return True
+        return pt.known_more and known_has(self._known, self._known_shift, known_key(p, h))
+
+    cdef void _mark_known(self, int32_t p, int32_t h) noexcept nogil:
+        """(p, h) becomes known: inline in the patient if there is room, else in the set."""
+        cdef Patient* pt = &self._patients[p]
+        if pt.known0 == h or pt.known1 == h:
+            return
+        if pt.known0 < 0:
+            pt.known0 = h
+        elif pt.known1 < 0:
+            pt.known1 = h
+        else:
+            pt.known_more = 1
+            self._known_add(known_key(p, h))
+
+    cdef void _known_add(self, uint64_t key) noexcept nogil:
+        """Add a key to the set; the table doubles when it would pass half full.  O(1) amortised."""
+        cdef vector[uint64_t] old
+        cdef size_t i
+        if <size_t>(self._n_known + 1) * 2 > self._known.size():
+            old.swap(self._known)
+            self._known.assign(old.size() * 2 if old.size() else 64, 0)
+            self._known_shift = 64
+            i = self._known.size()
+            while i > 1:
+                i >>= 1
+                self._known_shift -= 1
+            for i in range(old.size()):
+                if old[i]:
+                    known_put(self._known, self._known_shift, old[i] - 1)
+        if known_put(self._known, self._known_shift, key):
+            self._n_known += 1
+
     cdef inline int64_t _hold_until(self, const Booking* b) noexcept nogil:
         return b.created_at + self._hold_ms if b.flags & F_HOLD else 0
 
@@ -278,6 +330,7 @@ cdef class Core:
         e.booking = booking
         e.patient = patient
         e.detail = detail
+        se_grow(self._events, 1, 2)
         self._events.push_back(e)
 
     cdef inline void _push_timer(self, int64_t due, int32_t kind, int32_t ident) noexcept nogil:
@@ -287,18 +340,34 @@ cdef class Core:
         t.kind = kind
         t.id = ident
         self._seq += 1
+        se_grow(self._timers, 1, 4)
         heap_push(self._timers, t)
 
-    cdef inline void _set_slot(self, Session* s, int32_t i, uint8_t new) noexcept nogil:
-        """Change one slot's state, keeping the per-state counts and the free bitmap.  O(1)."""
-        cdef uint8_t old = self._slot_st[s.slot_off + i]
-        s.counts[old] -= 1
-        s.counts[new] += 1
-        if old == S_FREE:
-            bm_clear(self._bits.data() + s.bm_off, s.n_words, i)
-        if new == S_FREE:
-            bm_set(self._bits.data() + s.bm_off, s.n_words, i)
-        self._slot_st[s.slot_off + i] = new
+    cdef inline uint64_t* _bm(self, const Session* s) noexcept nogil:
+        return self._bits.data() + s.bm_off
+
+    cdef inline void _slot_put(self, Session* s, int32_t i, int32_t v) noexcept nogil:
+        """Set slot i to v (a booking id or an SB_ code), keeping the free bitmap.  O(1)."""
+        cdef int32_t* cell = self._slot_bk.data() + s.slot_off + i
+        cdef int32_t n_words = bm_words(s.capacity)
+        if cell[0] == SB_FREE:
+            bm_clear(self._bm(s), n_words, i)
+            self._n_free -= 1
+        if v == SB_FREE:
+            bm_set(self._bm(s), n_words, i)
+            self._n_free += 1
+        cell[0] = v
+
+    cdef inline uint8_t _slot_state(self, const Session* s, int32_t i) noexcept nogil:
+        """SlotState of slot i.  O(1)."""
+        cdef int32_t v = self._slot_bk[s.slot_off + i]
+        if v >= 0:
+            return self._bookings[v].state   # HELD..NO_SHOW equal their SlotState
+        if v == SB_FREE:
+            return S_FREE
+        if v == SB_BLOCKED:
+            return S_BLOCKED
+        return S_CANCELLED
 
     cdef void _live_remove(self, int32_t p, int32_t b) noexcept nogil:
         """Unlink b from the patient's live list.  O(live bookings of the patient)."""
@@ -314,10 +383,9 @@ cdef class Core:
         cdef Booking* bk = &self._bookings[b]
         cdef Session* s = &self._sessions[bk.session]
         cdef int32_t q = bk.quota
-        self._set_slot(s, bk.slot, S_FREE)
-        self._slot_bk[s.slot_off + bk.slot] = -1
+        self._slot_put(s, bk.slot, SB_FREE)
         self._live_remove(bk.patient, b)
-        if q != self._pub and s.rolled:
+        if q != self._pub and s.flags & SF_ROLLED:
             q = self._pub
         self._q_left[<int64_t>bk.session * self._n_ch + q] += 1
 
@@ -343,7 +411,10 @@ cdef class Core:
         for k in range(pt.n_strikes):
             if times[k] > t - self._strike_window:
                 n += 1
-        until = t + self._ban_ms[(n if n < cap else cap) - 1]
+        k = (n if n < cap else cap) - 1
+        if k < 0:  # only with strike_window_ms == 0; index -1 means the last, as in Python
+            k = cap - 1
+        until = t + self._ban_ms[k]
         if until > pt.banned_until:
             pt.banned_until = until
         self._event(E_PATIENT_BANNED, t, session, b, p, n)
@@ -395,17 +466,17 @@ cdef class Core:
 
     cdef void _rollover(self, int32_t sid, int64_t at) noexcept nogil:
         cdef Session* s = &self._sessions[sid]
-        cdef int32_t* q = self._q_left.data() + <int64_t>sid * self._n_ch
+        cdef uint16_t* q = self._q_left.data() + <int64_t>sid * self._n_ch
         cdef int64_t moved = 0
         cdef int32_t c
-        if s.suspended:
+        if s.flags & SF_SUSPENDED:
             return
         for c in range(self._n_ch):
             if c != self._pub:
                 moved += q[c]
                 q[c] = 0
-        q[self._pub] += <int32_t>moved
-        s.rolled = 1
+        q[self._pub] += <uint16_t>moved
+        s.flags |= SF_ROLLED
         if moved > 0:
             self._event(E_QUOTA_ROLLED, at, sid, -1, -1, moved)
 
@@ -413,24 +484,23 @@ cdef class Core:
         """Close the session: BOOKED -> NO_SHOW (+ strike), HELD -> EXPIRED.  O(capacity)."""
         cdef Session* s = &self._sessions[sid]
         cdef int32_t i, b
-        cdef uint8_t st
         cdef Booking* bk
-        if s.suspended:
+        if s.flags & SF_SUSPENDED:
             return
-        s.closed = 1
+        s.flags |= SF_CLOSED
         for i in range(s.capacity):
-            st = self._slot_st[s.slot_off + i]
-            if st == S_BOOKED:
-                b = self._slot_bk[s.slot_off + i]
-                bk = &self._bookings[b]
-                bk.state = B_NO_SHOW
+            b = self._slot_bk[s.slot_off + i]
+            if b < 0:
+                continue
+            bk = &self._bookings[b]
+            if bk.state == B_BOOKED:
+                bk.state = B_NO_SHOW     # the slot follows: it is NO_SHOW now
                 bk.changed_at = at
-                self._set_slot(s, i, S_NO_SHOW)
                 self._live_remove(bk.patient, b)
                 self._event(E_NO_SHOW, at, sid, b, bk.patient, -1)
                 self._strike(bk.patient, at, sid, b)
-            elif st == S_HELD:
-                self._expire(self._slot_bk[s.slot_off + i], at)
+            elif bk.state == B_HELD:
+                self._expire(b, at)
 
     # ------------------------------------------------------------------------
     # booking: the hot path
@@ -455,14 +525,13 @@ cdef class Core:
         cdef int64_t cnt[8]
         cdef int64_t* cnts
         cdef vector[int64_t] big_cnt
-        cdef size_t cap
 
         self._advance(now)
         s = &self._sessions[sid]
         # 1. request stage
-        if s.suspended:
+        if s.flags & SF_SUSPENDED:
             return _code(ST_REJECTED, R_SESSION_SUSPENDED)
-        if s.closed or now >= s.end_at:
+        if s.flags & SF_CLOSED or now >= s.end_at:
             return _code(ST_REJECTED, R_SESSION_CLOSED)
         base = <int64_t>sid * self._n_ch
         rel_c = self._release[base + c]
@@ -539,10 +608,11 @@ cdef class Core:
             if not found and nd >= self._acct_patients:
                 return _code(ST_REJECTED, R_ACCOUNT_PATIENT_LIMIT)
         if self._bar_expert and s.tier == 2:
-            if self._known.count((<uint64_t>p << 32) | <uint64_t>s.hospital) == 0:
+            if not self._is_known(pt, p, s.hospital):
                 return _code(ST_REJECTED, R_FIRST_VISIT_EXPERT)
         # 3. allocate stage
-        if s.counts[S_FREE] == 0:
+        idx = bm_lowest(self._bm(s), bm_words(s.capacity))
+        if idx < 0:
             return _code(ST_REJECTED, R_FULL)
         if now >= rel_c and self._q_left[base + c] > 0:
             q = c
@@ -550,7 +620,6 @@ cdef class Core:
             q = self._pub
         else:
             return _code(ST_REJECTED, R_QUOTA_EXHAUSTED)
-        idx = bm_lowest(self._bits.data() + s.bm_off, s.n_words)
         self._q_left[base + q] -= 1
         bid = <int32_t>self._bookings.size()
         nb.created_at = now
@@ -566,21 +635,24 @@ cdef class Core:
         nb.channel = <uint8_t>c
         nb.quota = <uint8_t>q
         nb.flags = F_HOLD if hold else 0
-        # Grow by half, not double: bookings are the largest array.
-        cap = self._bookings.capacity()
-        if self._bookings.size() == cap:
-            self._bookings.reserve(cap + cap // 2 + 64)
+        # Grow by a quarter, not double: bookings are the largest array.
+        se_grow(self._bookings, 1, 4)
         self._bookings.push_back(nb)
         pt.hist = bid
         pt.live = bid
         self._acct_hist[a] = bid
-        self._set_slot(s, idx, S_HELD if hold else S_BOOKED)
-        self._slot_bk[s.slot_off + idx] = bid
+        self._slot_put(s, idx, bid)
         if hold:
             self._push_timer(now + self._hold_ms, T_HOLD_EXPIRE, bid)
         slot_out[0] = idx
         booking_out[0] = bid
         return _code(ST_HELD if hold else ST_BOOKED, R_NONE)
+
+    cdef inline void _prefetch_row(self, int32_t a, int32_t p, int32_t sid) noexcept nogil:
+        cdef const Session* s = &self._sessions[sid]
+        se_prefetch(&self._patients[p])
+        se_prefetch(&self._acct_hist[a])
+        se_prefetch(s)
 
     def book(self, account, patient, session, channel, now, hold):
         """Book (or hold, if ``hold``) the lowest FREE slot of ``session``, or say why not.
@@ -657,15 +729,21 @@ cdef class Core:
         cdef int code
         # Reserve once for the most rows that can succeed (expired holds may
         # free more slots mid-batch; push_back then grows as usual).
-        cdef int64_t room = 0
-        for sid in range(<int32_t>self._sessions.size()):
-            room += self._sessions[sid].counts[S_FREE]
-        room = min(room, <int64_t>n)
+        cdef int64_t room = min(self._n_free, <int64_t>n)
+        cdef Py_ssize_t ahead
         if self._bookings.size() + room > self._bookings.capacity():
             self._bookings.reserve(self._bookings.size() + room)
         if h and self._timers.size() + room > self._timers.capacity():
             self._timers.reserve(self._timers.size() + room)
         for i in range(n):
+            # Rows hit patients, accounts and sessions at random: prefetch a
+            # few rows ahead so their cache misses overlap (about 2x faster).
+            ahead = i + 16
+            if ahead < n:
+                self._prefetch_row(<int32_t>va[ahead], <int32_t>vp[ahead], <int32_t>vs[ahead])
+            ahead = i + 4
+            if ahead < n and self._acct_hist[va[ahead]] >= 0:
+                se_prefetch(&self._bookings[self._acct_hist[va[ahead]]])
             slot0 = -1
             bid = -1
             code = self._book(<int32_t>va[i], <int32_t>vp[i], <int32_t>vs[i], <int32_t>vc[i],
@@ -699,9 +777,8 @@ cdef class Core:
         elif bk.state != B_HELD:
             code = _code(ST_REJECTED, R_NOT_HELD)
         else:
-            bk.state = B_BOOKED
+            bk.state = B_BOOKED     # the slot follows
             bk.changed_at = t
-            self._set_slot(&self._sessions[bk.session], bk.slot, S_BOOKED)
             code = _code(ST_BOOKED, R_NONE)
         return self._result_for(code, b)
 
@@ -747,42 +824,39 @@ cdef class Core:
             code = _code(ST_REJECTED, R_NOT_ACTIVE)
         else:
             s = &self._sessions[bk.session]
-            bk.state = B_ARRIVED
+            bk.state = B_ARRIVED    # the slot follows
             bk.changed_at = t
-            self._set_slot(s, bk.slot, S_ARRIVED)
             self._live_remove(bk.patient, b)
-            self._known.insert((<uint64_t>bk.patient << 32) | <uint64_t>s.hospital)
+            self._mark_known(bk.patient, s.hospital)
             code = _code(ST_ARRIVED, R_NONE)
         return self._result_for(code, b)
 
     # ------------------------------------------------------------------------
     # sessions
 
-    cdef void _reserve_slots(self, int64_t extra) noexcept nogil:
-        cdef size_t need = self._slot_bk.size() + extra, cap = self._slot_bk.capacity()
-        if need > cap:
-            cap = cap + cap // 2
-            if need > cap:
-                cap = need
-            self._slot_bk.reserve(cap)
-            self._slot_st.reserve(cap)
-
-    cdef void _reserve_bits(self, int64_t extra) noexcept nogil:
-        cdef size_t need = self._bits.size() + extra, cap = self._bits.capacity()
-        if need > cap:
-            cap = cap + cap // 2
-            if need > cap:
-                cap = need
-            self._bits.reserve(cap)
+    cdef int _new_slots(self, Session* s, int32_t capacity) except -1:
+        """Give s a fresh region of capacity slots (all FREE) and its bitmap, at the end."""
+        cdef int64_t off = self._slot_bk.size(), bm = self._bits.size()
+        cdef int64_t nbits = bm_size(bm_words(capacity))
+        if bm + nbits > MAX_BITS:
+            raise MemoryError("slotengine: the free-slot bitmap is full")
+        se_grow(self._slot_bk, capacity, 8)
+        self._slot_bk.resize(off + capacity, SB_FREE)
+        se_grow(self._bits, nbits, 8)
+        self._bits.resize(bm + nbits, 0)
+        s.slot_off = off
+        s.bm_off = <uint32_t>bm
+        s.capacity = <uint16_t>capacity
+        return 0
 
     cdef void _rebuild_bitmap(self, Session* s) noexcept nogil:
-        """Rewrite a session's bitmap region from its slot states.  O(capacity)."""
-        cdef uint64_t* w = self._bits.data() + s.bm_off
-        cdef int32_t i
-        memset(w, 0, bm_size(s.n_words) * sizeof(uint64_t))
+        """Rewrite a session's bitmap region from its slots.  O(capacity)."""
+        cdef uint64_t* w = self._bm(s)
+        cdef int32_t i, n_words = bm_words(s.capacity)
+        memset(w, 0, bm_size(n_words) * sizeof(uint64_t))
         for i in range(s.capacity):
-            if self._slot_st[s.slot_off + i] == S_FREE:
-                bm_set(w, s.n_words, i)
+            if self._slot_bk[s.slot_off + i] == SB_FREE:
+                bm_set(w, n_words, i)
 
     def add_session(self, hospital, department, tier, day, starts_at, end_at, rollover_at,
                     cancel_cutoff_at, slot_ms, capacity, fee, quotas, release, now):
@@ -807,6 +881,8 @@ cdef class Core:
             raise InvalidArgument(f"hospital and department ids must be in 0..{MAX_LABEL}")
         if not 0 <= tier_ <= 2:
             raise InvalidArgument(f"tier={tier_} is outside 0..2")
+        if not -MAX_DAY <= day_ <= MAX_DAY:
+            raise InvalidArgument(f"day={day_} is outside -{MAX_DAY}..{MAX_DAY}")
         for name, v in (("starts_at", start), ("end_at", end), ("rollover_at", roll),
                         ("cancel_cutoff_at", cutoff)):
             if not 0 <= v <= MAX_MS:
@@ -837,27 +913,23 @@ cdef class Core:
         ss.end_at = end
         ss.rollover_at = roll
         ss.cancel_cutoff_at = cutoff
-        ss.slot_ms = sms
         ss.fee = fee_
-        ss.day = day_
+        ss.slot_ms = <int32_t>sms
+        ss.day = <int32_t>day_
         ss.hospital = <int32_t>h
         ss.department = <int32_t>d
-        ss.capacity = <int32_t>cap
         ss.tier = <uint8_t>tier_
-        ss.counts[S_FREE] = <int32_t>cap
-        ss.slot_off = self._slot_bk.size()
-        self._reserve_slots(cap)
-        self._slot_bk.resize(ss.slot_off + cap, -1)
-        self._slot_st.resize(ss.slot_off + cap, S_FREE)
-        ss.n_words = <int32_t>((cap + 63) >> 6)
-        ss.bm_off = self._bits.size()
-        self._reserve_bits(bm_size(ss.n_words))
-        self._bits.resize(ss.bm_off + bm_size(ss.n_words), 0)
+        self._new_slots(&ss, <int32_t>cap)
         self._rebuild_bitmap(&ss)
+        self._n_free += cap
+        se_grow(self._sessions, 1, 8)
         self._sessions.push_back(ss)
+        se_grow(self._q_init, self._n_ch, 8)
+        se_grow(self._q_left, self._n_ch, 8)
+        se_grow(self._release, self._n_ch, 8)
         for c in range(self._n_ch):
-            self._q_init.push_back(qs[c])
-            self._q_left.push_back(qs[c])
+            self._q_init.push_back(<uint16_t>qs[c])
+            self._q_left.push_back(<uint16_t>qs[c])
             self._release.push_back(rel[c])
         self._push_timer(roll, T_ROLLOVER, sid)
         self._push_timer(end, T_SESSION_END, sid)
@@ -875,7 +947,8 @@ cdef class Core:
         """Append ``n`` FREE slots; their quota goes to ``channel`` (public once rolled).
 
         Returns the new capacity.  O(capacity): the session's slots move to
-        the end of the slot arrays unless they are already last.
+        the end of the slot array unless they are already last (the old
+        region is left unused).
         """
         cdef int32_t sid = self._session_id(session)
         cdef int64_t k = _int(n, "n")
@@ -885,41 +958,35 @@ cdef class Core:
         cdef int32_t c = self._channel_id(channel)
         cdef int64_t t = self._check_now(now)
         # Same as the state after timers: only SESSION_END at end_at sets closed.
-        if s.suspended or s.closed or t >= s.end_at:
+        if s.flags & (SF_SUSPENDED | SF_CLOSED) or t >= s.end_at:
             raise InvalidState("cannot add capacity to a suspended or closed session")
-        self._advance(t)
-        s = &self._sessions[sid]
         cdef int32_t old_cap = s.capacity
         cdef int32_t new_cap = old_cap + <int32_t>k
-        cdef int64_t off, i
-        if s.slot_off + old_cap == <int64_t>self._slot_bk.size():
-            self._reserve_slots(k)
-            self._slot_bk.resize(s.slot_off + new_cap, -1)
-            self._slot_st.resize(s.slot_off + new_cap, S_FREE)
+        cdef int64_t old_off = s.slot_off, i
+        cdef int64_t nbits = bm_size(bm_words(new_cap))
+        if old_off + old_cap == <int64_t>self._slot_bk.size() \
+                and s.bm_off + bm_size(bm_words(old_cap)) == <int64_t>self._bits.size():
+            # Last in both arrays (the usual case right after add_session): grow in place.
+            if s.bm_off + nbits > MAX_BITS:
+                raise MemoryError("slotengine: the free-slot bitmap is full")
+            self._advance(t)
+            s = &self._sessions[sid]
+            se_grow(self._slot_bk, k, 8)
+            self._slot_bk.resize(old_off + new_cap, SB_FREE)
+            se_grow(self._bits, nbits, 8)
+            self._bits.resize(s.bm_off + nbits, 0)
+            s.capacity = <uint16_t>new_cap
         else:
-            # Relocate to the end; the old region stays as dead space.
-            off = self._slot_bk.size()
-            self._reserve_slots(new_cap)
-            self._slot_bk.resize(off + new_cap, -1)
-            self._slot_st.resize(off + new_cap, S_FREE)
+            self._advance(t)
+            s = &self._sessions[sid]
+            self._new_slots(s, new_cap)
             for i in range(old_cap):
-                self._slot_bk[off + i] = self._slot_bk[s.slot_off + i]
-                self._slot_st[off + i] = self._slot_st[s.slot_off + i]
-                self._slot_bk[s.slot_off + i] = -1
-            s.slot_off = off
-        cdef int32_t n_words = (new_cap + 63) >> 6
-        if s.bm_off + bm_size(s.n_words) == <int64_t>self._bits.size():
-            self._reserve_bits(bm_size(n_words) - bm_size(s.n_words))
-            self._bits.resize(s.bm_off + bm_size(n_words), 0)
-        elif n_words != s.n_words:
-            s.bm_off = self._bits.size()
-            self._reserve_bits(bm_size(n_words))
-            self._bits.resize(s.bm_off + bm_size(n_words), 0)
-        s.n_words = n_words
-        s.capacity = new_cap
-        s.counts[S_FREE] += <int32_t>k
+                self._slot_bk[s.slot_off + i] = self._slot_bk[old_off + i]
+                self._slot_bk[old_off + i] = SB_CANCELLED
         self._rebuild_bitmap(s)
-        self._q_left[<int64_t>sid * self._n_ch + (self._pub if s.rolled else c)] += <int32_t>k
+        self._n_free += k
+        self._q_left[<int64_t>sid * self._n_ch + (self._pub if s.flags & SF_ROLLED else c)] += \
+            <uint16_t>k
         self._event(E_CAPACITY_ADDED, t, sid, -1, -1, k)
         return new_cap
 
@@ -932,53 +999,50 @@ cdef class Core:
         cdef int64_t t = self._check_now(now)
         cdef Session* s
         cdef int32_t i, b, c, affected = 0
-        cdef uint8_t st
         cdef Booking* bk
         self._advance(t)
         s = &self._sessions[sid]
-        if s.suspended:
+        if s.flags & SF_SUSPENDED:
             return 0
         for i in range(s.capacity):
-            st = self._slot_st[s.slot_off + i]
-            if st == S_HELD or st == S_BOOKED:
-                b = self._slot_bk[s.slot_off + i]
+            b = self._slot_bk[s.slot_off + i]
+            if b >= 0:
                 bk = &self._bookings[b]
-                bk.state = B_CANCELLED
-                bk.changed_at = t
-                bk.flags |= F_SUSPENDED
-                self._live_remove(bk.patient, b)
-                self._event(E_BOOKING_CANCELLED, t, sid, b, bk.patient, R_SESSION_SUSPENDED)
-                affected += 1
-        for i in range(s.capacity):
-            st = self._slot_st[s.slot_off + i]
-            if st != S_ARRIVED and st != S_NO_SHOW:
-                self._set_slot(s, i, S_CANCELLED)
-                self._slot_bk[s.slot_off + i] = -1
+                if bk.state == B_HELD or bk.state == B_BOOKED:
+                    bk.state = B_CANCELLED
+                    bk.changed_at = t
+                    bk.flags |= F_SUSPENDED
+                    self._live_remove(bk.patient, b)
+                    self._event(E_BOOKING_CANCELLED, t, sid, b, bk.patient, R_SESSION_SUSPENDED)
+                    affected += 1
+                    self._slot_put(s, i, SB_CANCELLED)
+            else:
+                self._slot_put(s, i, SB_CANCELLED)
         for c in range(self._n_ch):
             self._q_left[<int64_t>sid * self._n_ch + c] = 0
-        s.suspended = 1
+        s.flags |= SF_SUSPENDED
         self._event(E_SESSION_SUSPENDED, t, sid, -1, -1, affected)
         return affected
 
     def block_slot(self, session, slot_no, now):
         """FREE -> BLOCKED (True), else nothing (False).  Quotas are untouched.  O(1)."""
-        return self._flip(session, slot_no, now, S_FREE, S_BLOCKED)
+        return self._flip(session, slot_no, now, SB_FREE, SB_BLOCKED)
 
     def unblock_slot(self, session, slot_no, now):
         """BLOCKED -> FREE (True), else nothing (False).  Quotas are untouched.  O(1)."""
-        return self._flip(session, slot_no, now, S_BLOCKED, S_FREE)
+        return self._flip(session, slot_no, now, SB_BLOCKED, SB_FREE)
 
-    cdef object _flip(self, object session, object slot_no, object now, uint8_t old,
-                      uint8_t new):
+    cdef object _flip(self, object session, object slot_no, object now, int32_t old,
+                      int32_t new):
         cdef int32_t sid = self._session_id(session)
         cdef int32_t i = self._slot_index(sid, slot_no)
         cdef int64_t t = self._check_now(now)
         cdef Session* s
         self._advance(t)
         s = &self._sessions[sid]
-        if self._slot_st[s.slot_off + i] != old:
+        if self._slot_bk[s.slot_off + i] != old:
             return False
-        self._set_slot(s, i, new)
+        self._slot_put(s, i, new)
         return True
 
     # ------------------------------------------------------------------------
@@ -995,8 +1059,11 @@ cdef class Core:
         blank.banned_until = 0
         blank.hist = -1
         blank.live = -1
+        blank.known0 = -1
+        blank.known1 = -1
         blank.n_strikes = 0
         blank.n_cancels = 0
+        blank.known_more = 0
         self._patients.resize(k, blank)
         self._strikes.resize(k * self._n_ban, 0)
         self._cancels.resize(k * self._cancel_strikes, 0)
@@ -1017,7 +1084,7 @@ cdef class Core:
             raise InvalidArgument(f"hospital={h} is outside 0..{MAX_LABEL}")
         cdef int64_t t = self._check_now(now)
         self._advance(t)
-        self._known.insert((<uint64_t>p << 32) | <uint64_t>h)
+        self._mark_known(p, <int32_t>h)
 
     def advance(self, now):
         """Run the timers due by ``now`` and move the clock.  O(k log n) for k due timers."""
@@ -1063,9 +1130,18 @@ cdef class Core:
         return self._acct_hist.size()
 
     def session_counts(self, session):
-        """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked).  O(1)."""
+        """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked).
+
+        O(capacity); counts are not stored (they would cost 14 bytes a session).
+        """
         cdef const Session* s = &self._sessions[self._session_id(session)]
-        return tuple([s.counts[i] for i in range(N_SLOT_STATES)])
+        cdef int64_t counts[7]
+        cdef int32_t i
+        for i in range(N_SLOT_STATES):
+            counts[i] = 0
+        for i in range(s.capacity):
+            counts[self._slot_state(s, i)] += 1
+        return tuple([counts[i] for i in range(N_SLOT_STATES)])
 
     def session_quota(self, session):
         """``quota_left`` per channel."""
@@ -1075,7 +1151,8 @@ cdef class Core:
     def session_flags(self, session):
         """``(rolled, suspended, closed, capacity)``."""
         cdef const Session* s = &self._sessions[self._session_id(session)]
-        return (bool(s.rolled), bool(s.suspended), bool(s.closed), s.capacity)
+        return (bool(s.flags & SF_ROLLED), bool(s.flags & SF_SUSPENDED),
+                bool(s.flags & SF_CLOSED), s.capacity)
 
     def patient_live(self, patient):
         """The patient's live (HELD/BOOKED) booking ids, ascending."""
@@ -1126,10 +1203,11 @@ cdef class Core:
                 "quotas": [self._q_init[base + c] for c in range(self._n_ch)],
                 "quota_left": [self._q_left[base + c] for c in range(self._n_ch)],
                 "release": [self._release[base + c] for c in range(self._n_ch)],
-                "rolled": bool(s.rolled), "suspended": bool(s.suspended),
-                "closed": bool(s.closed),
-                "slot_states": [self._slot_st[s.slot_off + i] for i in range(s.capacity)],
-                "slot_bookings": [self._slot_bk[s.slot_off + i] for i in range(s.capacity)],
+                "rolled": bool(s.flags & SF_ROLLED), "suspended": bool(s.flags & SF_SUSPENDED),
+                "closed": bool(s.flags & SF_CLOSED),
+                "slot_states": [self._slot_state(s, i) for i in range(s.capacity)],
+                "slot_bookings": [max(self._slot_bk[s.slot_off + i], -1)
+                                  for i in range(s.capacity)],
             })
         return {
             "now": self._now,
@@ -1138,11 +1216,25 @@ cdef class Core:
             "sessions": sessions,
             "bookings": [self._booking_tuple(b) for b in range(<int32_t>self._bookings.size())],
             "patients": [self._patient_tuple(p) for p in range(<int32_t>self._patients.size())],
-            "known": sorted([(<int64_t>(k >> 32), <int64_t>(k & 0xFFFFFFFF)) for k in self._known]),
+            "known": self._known_pairs(),
             "timers": sorted([(t.due, t.seq, t.kind, t.id) for t in self._timers]),
             "events": [(e.kind, e.at, e.session, e.booking, e.patient, e.detail)
                        for e in self._events],
         }
+
+    cdef list _known_pairs(self):
+        cdef const Patient* pt
+        cdef int32_t p
+        out = [(<int64_t>((k - 1) >> 32), <int64_t>((k - 1) & 0xFFFFFFFF))
+               for k in self._known if k]
+        for p in range(<int32_t>self._patients.size()):
+            pt = &self._patients[p]
+            if pt.known0 >= 0:
+                out.append((p, pt.known0))
+            if pt.known1 >= 0:
+                out.append((p, pt.known1))
+        out.sort()
+        return out
 
     def state_hash(self):
         """``slotengine._state.state_hash(dump())``: equal states hash equal across backends."""
@@ -1156,11 +1248,10 @@ cdef class Core:
         """
         out = {
             "sessions": self._sessions.capacity() * sizeof(Session)
-            + self._q_init.capacity() * sizeof(int32_t)
-            + self._q_left.capacity() * sizeof(int32_t)
+            + self._q_init.capacity() * sizeof(uint16_t)
+            + self._q_left.capacity() * sizeof(uint16_t)
             + self._release.capacity() * sizeof(int64_t),
             "slots": self._slot_bk.capacity() * sizeof(int32_t)
-            + self._slot_st.capacity() * sizeof(uint8_t)
             + self._bits.capacity() * sizeof(uint64_t),
             "bookings": self._bookings.capacity() * sizeof(Booking),
             "patients": self._patients.capacity() * sizeof(Patient)
@@ -1170,70 +1261,68 @@ cdef class Core:
             + self._scratch.capacity() * sizeof(int32_t),
             "timers": self._timers.capacity() * sizeof(Timer),
             "events": self._events.capacity() * sizeof(Event),
-            "known": self._known.bucket_count() * sizeof(void*)
-            + self._known.size() * (sizeof(uint64_t) + 2 * sizeof(void*)),
+            "known": self._known.capacity() * sizeof(uint64_t),
         }
         out["total"] = sum(out.values())
         return out
 
     def _check_invariants(self):
         """Raise AssertionError if any invariant of docs/semantics.md is broken.  O(state)."""
-        cdef int32_t sid, i, b, c, p, k
-        cdef int64_t nb = self._bookings.size(), total_live = 0, n_live = 0, qsum
+        cdef int32_t sid, i, b, c, p, k, n_words
+        cdef int64_t nb = self._bookings.size(), total_live = 0, n_live = 0, qsum, n_free = 0
         cdef const Session* s
         cdef const Booking* bk
         cdef uint8_t st
-        cdef int32_t counts[7]
+        cdef int64_t counts[7]
         cdef const uint64_t* w
         cdef vector[int32_t] on_slot
         on_slot.resize(nb, -1)
-        # Slot state a booking state occupies (index = BookingState).
-        cdef uint8_t slot_of[7]
-        slot_of[:] = [255, S_HELD, S_BOOKED, S_ARRIVED, S_NO_SHOW, 255, 255]
         for sid in range(<int32_t>self._sessions.size()):
             s = &self._sessions[sid]
             for k in range(N_SLOT_STATES):
                 counts[k] = 0
-            w = self._bits.data() + s.bm_off
-            assert s.n_words == (s.capacity + 63) >> 6, f"session {sid}: bitmap size"
+            w = self._bm(s)
+            n_words = bm_words(s.capacity)
+            assert s.capacity >= 1
             assert s.slot_off + s.capacity <= <int64_t>self._slot_bk.size()
-            assert s.bm_off + bm_size(s.n_words) <= <int64_t>self._bits.size()
+            assert s.bm_off + bm_size(n_words) <= <int64_t>self._bits.size()
             for i in range(s.capacity):
-                st = self._slot_st[s.slot_off + i]
-                assert st < N_SLOT_STATES, f"session {sid} slot {i + 1}: bad state {st}"
+                b = self._slot_bk[s.slot_off + i]
+                assert b >= SB_CANCELLED and b < nb, f"session {sid} slot {i + 1}: bad cell {b}"
+                st = self._slot_state(s, i)
                 counts[st] += 1
                 assert ((w[i >> 6] >> (i & 63)) & 1) == (st == S_FREE), \
                     f"session {sid} slot {i + 1}: free bitmap disagrees"
-                b = self._slot_bk[s.slot_off + i]
-                if S_HELD <= st <= S_NO_SHOW:
-                    assert 0 <= b < nb, f"session {sid} slot {i + 1} has no booking"
+                if b >= 0:
                     assert on_slot[b] < 0, f"booking {b} on two slots"
                     on_slot[b] = i
                     bk = &self._bookings[b]
                     assert bk.session == sid and bk.slot == i, "slot/booking disagree"
-                    assert slot_of[bk.state] == st, "slot state != booking state"
-                else:
-                    assert b == -1, f"session {sid} slot {i + 1} in state {st} keeps booking {b}"
-            for k in range(s.n_words):
-                assert ((w[s.n_words + (k >> 6)] >> (k & 63)) & 1) == (w[k] != 0), \
-                    f"session {sid}: bitmap summary disagrees"
-            for k in range(N_SLOT_STATES):
-                assert counts[k] == s.counts[k], f"session {sid}: count of state {k} drifted"
-            assert sum([counts[k] for k in range(N_SLOT_STATES)]) == s.capacity
+                    assert B_HELD <= bk.state <= B_NO_SHOW, \
+                        f"slot {sid}/{i + 1} holds booking {b} in state {bk.state}"
+            for i in range(s.capacity, n_words * 64):
+                assert not (w[i >> 6] >> (i & 63)) & 1, f"session {sid}: bit beyond capacity"
+            if n_words > 1:
+                for k in range(n_words):
+                    assert ((w[n_words + (k >> 6)] >> (k & 63)) & 1) == (w[k] != 0), \
+                        f"session {sid}: bitmap summary disagrees"
+            n_free += counts[S_FREE]
             qsum = 0
             for c in range(self._n_ch):
                 k = self._q_left[<int64_t>sid * self._n_ch + c]
-                assert k >= 0, f"session {sid}: negative quota"
                 qsum += k
-                if s.rolled and c != self._pub:
+                if s.flags & SF_ROLLED and c != self._pub:
                     assert k == 0, f"session {sid}: rolled channel quota left"
             assert qsum == counts[S_FREE] + counts[S_BLOCKED], \
                 f"session {sid}: quota does not match open slots"
-            if s.suspended:
-                assert counts[S_FREE] == 0 and qsum == 0
+            if s.flags & SF_SUSPENDED:
+                assert counts[S_FREE] == 0 and counts[S_HELD] == 0 and counts[S_BOOKED] == 0
+                assert counts[S_BLOCKED] == 0 and qsum == 0
+        assert n_free == self._n_free, "free slot total drifted"
         for b in range(<int32_t>nb):
             bk = &self._bookings[b]
             assert 1 <= bk.state <= 6, f"booking {b}: bad state"
+            assert 0 <= bk.session < <int64_t>self._sessions.size()
             if bk.state <= B_NO_SHOW:
                 assert on_slot[b] == bk.slot, f"booking {b} lost its slot"
             if bk.state <= B_BOOKED:
@@ -1250,6 +1339,16 @@ cdef class Core:
             assert 0 <= self._patients[p].n_strikes <= self._n_ban
             assert 0 <= self._patients[p].n_cancels <= max(self._cancel_strikes, 0)
         assert n_live == total_live, "live lists do not hold exactly the HELD/BOOKED bookings"
+        k = 0
+        for i in range(<int32_t>self._known.size()):
+            if self._known[i]:
+                k += 1
+                assert known_has(self._known, self._known_shift, self._known[i] - 1)
+                p = <int32_t>((self._known[i] - 1) >> 32)
+                assert p < <int64_t>self._patients.size() and self._patients[p].known_more
+                assert <int32_t>((self._known[i] - 1) & 0xFFFFFFFF) != self._patients[p].known0
+                assert <int32_t>((self._known[i] - 1) & 0xFFFFFFFF) != self._patients[p].known1
+        assert k == self._n_known and k * 2 <= <int64_t>self._known.size() + 1, "known set size"
         for i in range(<int32_t>self._timers.size()):
             assert 0 <= self._timers[i].seq < self._seq and 1 <= self._timers[i].kind <= 3
             if i:

@@ -7,8 +7,19 @@
 cdef extern from *:
     """
     static inline int se_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    /* Grow a vector's capacity by 1/8 (not 2x) when it must grow: memory per
+       slot and per session stays within a few percent of the live size. */
+    template <class V> static inline void se_grow(V& v, size_t extra, size_t div) {
+        size_t need = v.size() + extra, cap = v.capacity();
+        if (need > cap) {
+            cap += cap / div + 16;
+            v.reserve(need > cap ? need : cap);
+        }
+    }
     """
     int se_ctz64(unsigned long long x) noexcept nogil
+    void se_prefetch "__builtin_prefetch"(const void* p) noexcept nogil
+    void se_grow[V](V& v, size_t extra, size_t div) noexcept nogil
 
 
 # Codes mirror slotengine.outcomes (checked against the enums at import time).
@@ -82,28 +93,42 @@ cdef int64_t MAX_CAPACITY = 65535
 cdef int64_t MAX_SLOT_MS = 86_400_000
 cdef int64_t MAX_FEE = 1_000_000_000_000
 cdef int64_t MAX_ADD = 10_000
+cdef int64_t MAX_DAY = 2_147_483_647        # day labels are int32
+cdef int64_t MAX_BITS = 4_294_967_295       # bitmap words are addressed by uint32
+cdef int64_t MAX_HOLD_MS = 1_000_000_000_000
+
+
+cdef enum:  # Core._slot_bk: a booking id (>= 0), else the state of an empty slot
+    SB_FREE = -1
+    SB_BLOCKED = -2
+    SB_CANCELLED = -3
 
 
 cdef struct Session:
-    # 120 bytes per session; slots live in the global slot vectors.
+    # 72 bytes per session.  Slots live in the global slot vector: a slot holds
+    # its booking id, and an occupied slot's state *is* its booking's state
+    # (BookingState HELD..NO_SHOW == SlotState HELD..NO_SHOW), so no per-slot
+    # state byte and no per-session counts are stored.
     int64_t starts_at
     int64_t end_at
     int64_t rollover_at
     int64_t cancel_cutoff_at
-    int64_t slot_ms
     int64_t fee
-    int64_t day
-    int64_t slot_off      # first slot's index in Core._slot_bk / Core._slot_st
-    int64_t bm_off        # first free-bitmap word in Core._bits; n_words words, then summaries
+    int64_t slot_off      # first slot's index in Core._slot_bk
+    uint32_t bm_off       # first free-bitmap word in Core._bits
+    int32_t slot_ms
+    int32_t day
     int32_t hospital
     int32_t department
-    int32_t capacity
-    int32_t n_words       # ceil(capacity / 64) words of the free bitmap
-    int32_t counts[7]     # slots per SlotState
+    uint16_t capacity
     uint8_t tier
-    uint8_t rolled
-    uint8_t suspended
-    uint8_t closed
+    uint8_t flags         # SF_ROLLED | SF_SUSPENDED | SF_CLOSED
+
+
+cdef enum:  # Session.flags
+    SF_ROLLED = 1
+    SF_SUSPENDED = 2
+    SF_CLOSED = 4
 
 
 cdef struct Booking:
@@ -125,13 +150,19 @@ cdef struct Booking:
 
 
 cdef struct Patient:
-    # 24 bytes; strike and cancel times live in Core._strikes / Core._cancels
-    # with a fixed stride (len(ban_ms), cancel_strikes), oldest first.
+    # 32 bytes (half a cache line); strike and cancel times live in
+    # Core._strikes / Core._cancels with a fixed stride (len(ban_ms),
+    # cancel_strikes), oldest first.  The first two hospitals the patient is
+    # known at sit here, so the first-visit check reads no other memory;
+    # further ones go to the Core._known hash set (known_more = 1).
     int64_t banned_until
     int32_t hist          # newest booking, -1 when none
     int32_t live          # head of the live (HELD/BOOKED) list, -1 when empty
-    int32_t n_strikes
-    int32_t n_cancels
+    int32_t known0        # a hospital the patient is known at, -1 when none
+    int32_t known1
+    uint16_t n_strikes
+    uint16_t n_cancels
+    uint8_t known_more
 
 
 cdef struct Timer:
