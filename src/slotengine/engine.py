@@ -49,6 +49,7 @@ def _backend_class(name: str) -> type:
     return _core.Core
 _TIERS = {t.name.lower(): int(t) for t in Tier}
 _MAX_ID_LEN = 256
+_MAX_MS = MAX_MS
 _MAX_FEE = 10**12
 
 
@@ -215,6 +216,10 @@ class Engine:
         self._hospitals = _Names("hospital")
         self._departments: dict[tuple[int, str], int] = {}
         self._meta: list[_Meta] = []
+        # The hot path reads the intern dicts directly (one attribute load each).
+        self._session_ids = self._sessions.ids
+        self._account_ids = self._accounts.ids
+        self._patient_ids = self._patients.ids
 
     # -- clock ---------------------------------------------------------------
 
@@ -360,13 +365,13 @@ class Engine:
         patient + bookings in the largest limit window).
         """
         try:
-            s = self._sessions.ids[session]
+            s = self._session_ids[session]
             c = self._public if channel is None else self._channels[channel]
-            a = self._accounts.ids[account]
-            p = self._patients.ids[patient]
+            a = self._account_ids[account]
+            p = self._patient_ids[patient]
         except (KeyError, TypeError):
             return self._book_new_ids(account, patient, session, channel, now, hold)
-        if type(now) is not int or not 0 <= now <= MAX_MS:
+        if type(now) is not int or not 0 <= now <= _MAX_MS:
             now = to_ms(now)
         if hold is not False and hold is not True:
             raise InvalidType(f"hold must be a bool, not {type(hold).__name__}")

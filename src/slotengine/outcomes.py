@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Status", "Reason", "BookingState", "SlotState", "EventKind", "Tier"]
+__all__ = ["Status", "Reason", "BookingState", "SlotState", "EventKind", "Tier", "TicketState", "FlagReason"]
 
 
 class Status(IntEnum):
@@ -50,6 +50,10 @@ class Reason(IntEnum):
     PATIENT_LIMIT = 204
     ACCOUNT_PATIENT_LIMIT = 205
     FIRST_VISIT_EXPERT = 206
+    DUPLICATE_TICKET = 207
+    # 3xx risk
+    BLOCKED = 301
+    THROTTLED = 302
     # 4xx allocate
     FULL = 401
     QUOTA_EXHAUSTED = 402
@@ -83,6 +87,9 @@ _MESSAGES = {
     Reason.PATIENT_LIMIT: "the patient reached a booking limit (count per window)",
     Reason.ACCOUNT_PATIENT_LIMIT: "the account booked for too many distinct patients in the period",
     Reason.FIRST_VISIT_EXPERT: "first-visit patients may not book the expert tier at this hospital",
+    Reason.DUPLICATE_TICKET: "the patient already has a queued request for this session",
+    Reason.BLOCKED: "the account or patient is blocked",
+    Reason.THROTTLED: "the slow lane admits this account again after retry_after ms",
     Reason.FULL: "the session has no free slot",
     Reason.QUOTA_EXHAUSTED: "free slots remain, but not in any quota this channel may draw from",
     Reason.NOT_OWNER: "the booking belongs to another account",
@@ -127,6 +134,37 @@ class EventKind(IntEnum):
     SESSION_SUSPENDED = 5
     BOOKING_CANCELLED = 6
     CAPACITY_ADDED = 7
+    FLAGGED = 8
+    UNFLAGGED = 9
+    BLOCKED = 10
+    UNBLOCKED = 11
+    COHORT_DRAWN = 12
+    TICKET_SERVED = 13
+    TICKET_FAILED = 14
+
+
+class TicketState(IntEnum):
+    """Life of a queued request (fair-release cohort, drain queue or slow lane)."""
+
+    QUEUED = 1
+    SERVED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+
+class FlagReason(IntEnum):
+    """Why an account or patient is in the slow lane: a host decision or a policy rule."""
+
+    HOST = 1
+    BLACKLIST = 2
+    EARLY_REQUESTS = 3
+    CANCELLATIONS = 4
+    MANY_PATIENTS = 5
+    CANCEL_REBOOK = 6
+
+    @property
+    def source(self) -> str:
+        return "host" if self.value <= 2 else "rule"
 
 
 class Tier(IntEnum):
