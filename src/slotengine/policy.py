@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
 from .errors import InvalidType, PolicyError
-from .times import DAY, MINUTE
+from .times import DAY, MINUTE, SECOND
 
 __all__ = ["Policy", "CorePolicy"]
 
@@ -34,6 +34,23 @@ class CorePolicy(NamedTuple):
     strike_window_ms: int
     cancel_strikes: int
     cancel_window_ms: int
+    # fair release, slow lane and risk signals; the defaults here switch them
+    # all off, so a hand-built CorePolicy keeps the plain ledger's behaviour
+    prequeue_ms: int = 0
+    cohort_ms: int = 0
+    outflow_gap_ms: int = 0
+    slow_delay_ms: int = 0
+    slow_interval_ms: int = 1
+    slow_burst: int = 1
+    early_ms: int = 0
+    early_count: int = 0
+    early_window_ms: int = 1
+    cancel_flag_count: int = 0
+    cancel_flag_window_ms: int = 1
+    patients_flag_count: int = 0
+    patients_flag_window_ms: int = 1
+    rebook_ms: int = 0
+    flag_ms: int = 1
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,34 @@ class Policy:
     cancel_strikes: int = 3
     cancel_window_days: int = 30
 
+    # -- fair release (放号): a lottery per session release, not a speed race --
+    #: Requests up to this long before a release join its lottery cohort ...
+    prequeue_minutes: int = 5
+    #: ... and so do requests up to this long after it.
+    cohort_seconds: int = 60
+    #: Serve a closed cohort at this many tickets per second (0: all at once).
+    outflow_per_second: int = 0
+    # -- slow lane (慢速排队 / 延迟锁号) for flagged accounts and patients --
+    #: A slow-lane request outside any queue is served this much later.
+    slow_delay_seconds: int = 30
+    #: GCRA rate limit on slow-lane accounts: requests per minute and burst.
+    slow_rate_per_minute: int = 6
+    slow_burst: int = 2
+    # -- risk signals: crossing a threshold flags the account for flag_days --
+    #: A request from the pre-queue until this long after a release is early.
+    early_seconds: int = 2
+    #: (count, days): that many early requests flag the account (count 0: off).
+    early_flag: tuple[int, int] = (5, 1)
+    #: (count, days): that many cancellations by an account flag it.
+    cancel_flag: tuple[int, int] = (4, 30)
+    #: (count, days): booking for that many distinct patients flags the account.
+    patients_flag: tuple[int, int] = (4, 30)
+    #: A slot cancelled by one account and booked by another within this many
+    #: seconds flags both (cancel-then-rebook hand-off; 0: off).
+    rebook_seconds: int = 10
+    #: How long an automatic flag lasts.
+    flag_days: int = 30
+
     def __post_init__(self) -> None:
         _check_channels(self)
         for f in fields(self):
@@ -112,6 +157,17 @@ class Policy:
         _range(self, "strike_window_days", 1, 3660)
         _range(self, "cancel_strikes", 0, 100)
         _range(self, "cancel_window_days", 1, 3660)
+        _range(self, "prequeue_minutes", 0, 24 * 60)
+        _range(self, "cohort_seconds", 0, 24 * 3600)
+        _range(self, "outflow_per_second", 0, 1000)
+        _range(self, "slow_delay_seconds", 0, 24 * 3600)
+        _range(self, "slow_rate_per_minute", 1, 60_000)
+        _range(self, "slow_burst", 1, 1000)
+        _range(self, "early_seconds", 0, 3600)
+        _range(self, "rebook_seconds", 0, 24 * 3600)
+        _range(self, "flag_days", 1, 3660)
+        for name in ("early_flag", "cancel_flag", "patients_flag"):
+            object.__setattr__(self, name, _threshold(getattr(self, name), name))
         if not isinstance(self.release_days, Mapping):
             raise InvalidType("Policy.release_days must be a mapping of channel -> days")
         for ch, days in self.release_days.items():
@@ -148,6 +204,21 @@ class Policy:
             strike_window_ms=self.strike_window_days * DAY,
             cancel_strikes=self.cancel_strikes,
             cancel_window_ms=self.cancel_window_days * DAY,
+            prequeue_ms=self.prequeue_minutes * MINUTE,
+            cohort_ms=self.cohort_seconds * SECOND,
+            outflow_gap_ms=SECOND // self.outflow_per_second if self.outflow_per_second else 0,
+            slow_delay_ms=self.slow_delay_seconds * SECOND,
+            slow_interval_ms=max(1, MINUTE // self.slow_rate_per_minute),
+            slow_burst=self.slow_burst,
+            early_ms=self.early_seconds * SECOND,
+            early_count=self.early_flag[0],
+            early_window_ms=self.early_flag[1] * DAY,
+            cancel_flag_count=self.cancel_flag[0],
+            cancel_flag_window_ms=self.cancel_flag[1] * DAY,
+            patients_flag_count=self.patients_flag[0],
+            patients_flag_window_ms=self.patients_flag[1] * DAY,
+            rebook_ms=self.rebook_seconds * SECOND,
+            flag_ms=self.flag_days * DAY,
         )
 
 
@@ -171,6 +242,15 @@ def _range(p: Policy, name: str, lo: int, hi: int) -> None:
     v = getattr(p, name)
     if not lo <= v <= hi:
         raise PolicyError(f"Policy.{name}={v} is outside {lo}..{hi}")
+
+
+def _threshold(row: object, name: str) -> tuple[int, int]:
+    if not isinstance(row, (tuple, list)) or len(row) != 2:
+        raise InvalidType(f"Policy.{name} must be a (count, days) pair")
+    n, d = row
+    if type(n) is not int or type(d) is not int or not 0 <= n <= 1000 or not 1 <= d <= 3660:
+        raise PolicyError(f"Policy.{name}={row!r}: count in 0..1000 (0 = off), days in 1..3660")
+    return (n, d)
 
 
 def _table(rows: object) -> tuple[tuple[int, int], ...]:

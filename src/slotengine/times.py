@@ -10,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 from .errors import InvalidArgument, InvalidType
 
-__all__ = ["MINUTE", "HOUR", "DAY", "MAX_MS", "to_ms", "from_ms"]
+__all__ = ["SECOND", "MINUTE", "HOUR", "DAY", "MAX_MS", "to_ms", "from_ms"]
 
-MINUTE = 60_000
+SECOND = 1_000
+MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 #: Latest instant the engine accepts (year 9999); keeps every sum of times in int64.
