@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import slotengine as se
+from conftest import LEDGER_ONLY
 from slotengine import BookingState as BS
 from slotengine import EventKind as EK
 from slotengine import Event
@@ -36,7 +37,7 @@ ALL_CHANNELS = ("app", "window", "kiosk", "phone", "referral", "followup")
 # -- helpers -------------------------------------------------------------------
 
 def make(backend: str, seed: int = 0, **policy: object) -> se.Engine:
-    return se.Engine(policy=se.Policy(**policy), seed=seed, backend=backend)
+    return se.Engine(policy=se.Policy(**{**LEDGER_ONLY, **policy}), seed=seed, backend=backend)
 
 
 def add(e: se.Engine, name: str = "S1", *, start: int = START, capacity: int = 3,
