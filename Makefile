@@ -20,7 +20,7 @@ build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 demo: build
-	$(PY) examples/rush_demo.py
+	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py
 
 test: build
 	$(PY) -m pytest -q

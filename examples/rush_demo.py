@@ -40,7 +40,12 @@ def ms(t: datetime) -> int:
 # -- the day's clinics -------------------------------------------------------------
 # Phone (elderly) opens 8 days ahead, referral (community clinics) 14 days
 # ahead, both by Policy; the hospital counter opens an hour before the app.
-policy = se.Policy(bar_first_visit_expert=True, release_days={"phone": 8, "referral": 14})
+# This day runs the classic first-come-first-served ledger: no pre-queue or
+# lottery cohort, no risk signals.  examples/fair_release.py shows the fair
+# release (the default Policy) against it.
+FCFS = dict(prequeue_minutes=0, cohort_seconds=0, early_flag=(0, 1), cancel_flag=(0, 30),
+            patients_flag=(0, 30), rebook_seconds=0)
+policy = se.Policy(bar_first_visit_expert=True, release_days={"phone": 8, "referral": 14}, **FCFS)
 engine = se.Engine(policy, seed=SEED)
 SESSIONS = []  # (session id, hospital, department, tier)
 for h in HOSPITALS:

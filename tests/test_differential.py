@@ -62,6 +62,22 @@ policies = st.builds(
     strike_window_ms=st.sampled_from([150, 1000]),
     cancel_strikes=st.sampled_from([0, 2, 2, 3]),
     cancel_window_ms=st.sampled_from([100, 500]),
+    # fair release, slow lane and risk (issue 3); zeros keep some runs ledger-only
+    prequeue_ms=st.sampled_from([0, 5, 20]),
+    cohort_ms=st.sampled_from([0, 5, 20]),
+    outflow_gap_ms=st.sampled_from([0, 0, 3, 8]),
+    slow_delay_ms=st.sampled_from([0, 7, 30]),
+    slow_interval_ms=st.sampled_from([1, 5, 20]),
+    slow_burst=st.sampled_from([1, 2, 3]),
+    early_ms=st.sampled_from([0, 3]),
+    early_count=st.sampled_from([0, 2, 3]),
+    early_window_ms=st.sampled_from([50, 500]),
+    cancel_flag_count=st.sampled_from([0, 2, 3]),
+    cancel_flag_window_ms=st.sampled_from([100, 500]),
+    patients_flag_count=st.sampled_from([0, 2, 3]),
+    patients_flag_window_ms=st.sampled_from([100, 500]),
+    rebook_ms=st.sampled_from([0, 10, 40]),
+    flag_ms=st.sampled_from([20, 200]),
 )
 ticks = st.one_of(st.just(0), st.integers(0, 3), st.integers(0, 15))
 
@@ -139,10 +155,14 @@ class _Differential(RuleBasedStateMachine):
             assert got.window == want.window, f"{method}: window fast={got.window} ref={want.window}"
             assert got.session == want.session, f"{method}: session fast={got.session} ref={want.session}"
             assert got.slot == want.slot and got.booking == want.booking
-            assert got.ok == want.ok and got.ticket is None
+            assert got.ok == want.ok
+            assert got.ticket == want.ticket, f"{method}: ticket fast={got.ticket} ref={want.ticket}"
+            assert got.retry_after == want.retry_after, \
+                f"{method}: retry_after fast={got.retry_after} ref={want.retry_after}"
         elif isinstance(want, tuple) and want and isinstance(want[0], np.ndarray):
-            assert len(got) == 4
-            for name, g, w in zip(("status", "reason", "slot", "booking"), got, want):
+            assert len(got) == 6
+            for name, g, w in zip(("status", "reason", "slot", "booking", "ticket", "retry_after"),
+                                  got, want):
                 g = np.asarray(g)
                 assert g.dtype == w.dtype, f"{method}.{name}: dtype fast={g.dtype} ref={w.dtype}"
                 assert np.array_equal(g, w), f"{method}.{name}: fast={g.tolist()} ref={w.tolist()}"
@@ -165,6 +185,17 @@ class _Differential(RuleBasedStateMachine):
         if data.draw(st.integers(0, 4), label="other_account") == 0:
             return data.draw(st.integers(0, self.n_accounts - 1), label="account")
         return self.ref.booking_info(booking)[3]
+
+    def _ticket(self, data: st.DataObject) -> int:
+        return data.draw(st.integers(0, self.ref.n_tickets - 1), label="ticket")
+
+    def _kind_key(self, data: st.DataObject) -> tuple[int, int]:
+        kind = data.draw(st.integers(0, 1), label="kind")
+        n = self.n_accounts if kind == 0 else self.n_patients
+        return kind, data.draw(st.integers(0, n - 1), label="key")
+
+    def has_tickets(self) -> bool:
+        return self.ref.n_tickets > 0
 
     def has_sessions(self) -> bool:
         return self.ref.n_sessions > 0
@@ -269,6 +300,66 @@ class _Differential(RuleBasedStateMachine):
         p = data.draw(st.integers(0, self.n_patients - 1), label="patient")
         self._call("mark_known", p, hospital, self._tick(data))
 
+    # -- fair release, slow lane and risk -------------------------------------------
+
+    @precondition(has_sessions)
+    @rule(data=st.data(), hold=st.booleans(), n=st.integers(2, 6))
+    def rush(self, data: st.DataObject, hold: bool, n: int) -> None:
+        """Several accounts book one session around one of its releases (a cohort)."""
+        draw = data.draw
+        s = self._session(data)
+        rel = self.ref.dump()["sessions"][s]["release"]
+        target = draw(st.sampled_from(rel), label="release") + draw(
+            st.integers(-self.policy.prequeue_ms - 2, 3), label="offset")
+        if target > self.t:
+            self.t = target
+        for _ in range(n):
+            self._call("book", draw(st.integers(0, self.n_accounts - 1), label="account"),
+                       draw(st.integers(0, self.n_patients - 1), label="patient"), s,
+                       draw(st.integers(0, self.policy.n_channels - 1), label="channel"),
+                       self._tick(data), hold)
+
+    @rule(data=st.data(), reason=st.sampled_from([1, 2]), length=st.integers(1, 300))
+    def flag(self, data: st.DataObject, reason: int, length: int) -> None:
+        kind, key = self._kind_key(data)
+        t = self._tick(data)
+        self._call("flag", kind, key, reason, t + length, t)
+
+    @rule(data=st.data())
+    def unflag(self, data: st.DataObject) -> None:
+        kind, key = self._kind_key(data)
+        self._call("unflag", kind, key, self._tick(data))
+
+    @rule(data=st.data(), length=st.integers(1, 100))
+    def block(self, data: st.DataObject, length: int) -> None:
+        # Rarer than flags: a blocked key only ever gets BLOCKED.
+        if data.draw(st.integers(0, 2), label="really") == 0:
+            kind, key = self._kind_key(data)
+            t = self._tick(data)
+            self._call("block", kind, key, t + length, t)
+
+    @rule(data=st.data())
+    def unblock(self, data: st.DataObject) -> None:
+        kind, key = self._kind_key(data)
+        self._call("unblock", kind, key, self._tick(data))
+
+    @rule(data=st.data(), n=st.integers(0, 3))
+    def import_blacklist(self, data: st.DataObject, n: int) -> None:
+        t = self._tick(data)
+        rows = [self._kind_key(data) for _ in range(n)]
+        untils = [t + data.draw(st.integers(1, 300), label="length") for _ in range(n)]
+        self._call("import_blacklist", [k for k, _ in rows], [k for _, k in rows], untils, t)
+
+    @precondition(has_tickets)
+    @rule(data=st.data())
+    def cancel_ticket(self, data: st.DataObject) -> None:
+        k = self._ticket(data)
+        if data.draw(st.integers(0, 4), label="other_account") == 0:
+            a = data.draw(st.integers(0, self.n_accounts - 1), label="account")
+        else:
+            a = self.ref.ticket_info(k)[2]
+        self._call("cancel_ticket", k, a, self._tick(data))
+
     @rule(data=st.data())
     def advance(self, data: st.DataObject) -> None:
         self._call("advance", self._tick(data))
@@ -281,6 +372,9 @@ class _Differential(RuleBasedStateMachine):
                  (*s["release"], s["rollover_at"], s["cancel_cutoff_at"], s["starts_at"], s["end_at"])]
         marks += [b[9] for b in d["bookings"] if b[9]]  # hold_until
         marks += [p[0] for p in d["patients"] if p[0]]  # banned_until
+        marks += [x for p in d["patients"] for x in (p[3], p[6]) if x]  # flag/block ends
+        marks += [x for a in d["accounts"] for x in (a[0], a[3], a[4]) if x]  # ... and tat
+        marks += [tm[0] for tm in d["timers"]]  # cohort closes, drains, slow serves
         marks = sorted({m + off for m in marks for off in (-1, 0, 1) if m + off >= self.t})
         if marks:
             self.t = data.draw(st.sampled_from(marks), label="jump_to")
@@ -330,6 +424,23 @@ class _Differential(RuleBasedStateMachine):
             ("ensure_patients", ("3",), errors.InvalidType),
             ("ensure_accounts", (-1,), errors.InvalidArgument),
             ("check_in", (2**70, now), errors.UnknownBooking),
+            ("flag", (2, 0, 1, now + 5, now), errors.InvalidArgument),
+            ("flag", (0, bad_account, 1, now + 5, now), errors.UnknownAccount),
+            ("flag", (1, self.n_patients + far, 1, now + 5, now), errors.UnknownPatient),
+            ("flag", (0, 0, draw(st.sampled_from([0, 3, 6])), now + 5, now),
+             errors.InvalidArgument),
+            ("flag", (0, 0, 1, now, now), errors.InvalidArgument),
+            ("flag", (0, 0, 1, 1.5, now), errors.InvalidType),
+            ("unflag", (-1, 0, now), errors.InvalidArgument),
+            ("unblock", (1, -1, now), errors.UnknownPatient),
+            ("block", (0, 0, now, now), errors.InvalidArgument),
+            ("import_blacklist", ([0, 1], [0], [now + 1, now + 1], now), errors.InvalidArgument),
+            ("import_blacklist", ([0, 1], [0, self.n_patients + far], [now + 1, now + 1], now),
+             errors.UnknownPatient),
+            ("import_blacklist", ([0], [0], [now], now), errors.InvalidArgument),
+            ("cancel_ticket", (self.ref.n_tickets + far, 0, now), errors.UnknownTicket),
+            ("position", (self.ref.n_tickets + far,), errors.UnknownTicket),
+            ("ticket_info", (-1,), errors.UnknownTicket),
         ]
         if ns:
             cap = self.ref.session_flags(s)[3]
@@ -371,6 +482,13 @@ class _Differential(RuleBasedStateMachine):
                                    np.array([s], np.int32), np.zeros(1, np.int32),
                                    np.array([past], np.int64), False), errors.TimeWentBackwards),
                 ]
+            cases += [
+                ("flag", (0, 0, 1, now + 5, past), errors.TimeWentBackwards),
+                ("unblock", (0, 0, past), errors.TimeWentBackwards),
+                ("import_blacklist", ([0], [0], [now + 5], past), errors.TimeWentBackwards),
+            ]
+            if self.ref.n_tickets:
+                cases.append(("cancel_ticket", (0, 0, past), errors.TimeWentBackwards))
             if nb:
                 cases += [
                     ("confirm", (b, 0, past), errors.TimeWentBackwards),
@@ -410,6 +528,33 @@ class _Differential(RuleBasedStateMachine):
                 assert _canon(got) == _canon(want), f"{what}({p}): fast={got} ref={want}"
         for b in range(self.ref.n_bookings):
             assert _canon(self.fast.booking_info(b)) == _canon(self.ref.booking_info(b))
+        for p in range(self.n_patients):
+            got, want = self.fast.patient_flags(p), self.ref.patient_flags(p)
+            assert _canon(got) == _canon(want), f"patient_flags({p}): fast={got} ref={want}"
+        for a in range(self.n_accounts):
+            got, want = self.fast.account_info(a), self.ref.account_info(a)
+            assert _canon(got) == _canon(want), f"account_info({a}): fast={got} ref={want}"
+        assert self.fast.n_tickets == self.ref.n_tickets
+        assert _canon(self.fast.flag_log()) == _canon(self.ref.flag_log())
+        for k in range(self.ref.n_tickets):
+            got, want = self.fast.ticket_info(k), self.ref.ticket_info(k)
+            assert _canon(got) == _canon(want), f"ticket_info({k}): fast={got} ref={want}"
+            got, want = self.fast.position(k), self.ref.position(k)
+            assert _canon(got) == _canon(want), f"position({k}): fast={got} ref={want}"
+
+    @invariant()
+    def positions_never_grow(self) -> None:
+        """A QUEUED ticket's ``ahead`` only ever goes down once it has one."""
+        if not hasattr(self, "ref"):
+            return
+        last = getattr(self, "_ahead", {})
+        now: dict[int, int] = {}
+        for k in range(self.ref.n_tickets):
+            state, ahead, _, _ = self.ref.position(k)
+            if ahead >= 0:
+                assert ahead <= last.get(k, ahead), f"ticket {k}: ahead grew {last[k]} -> {ahead}"
+                now[k] = ahead
+        self._ahead = now
 
     @invariant()
     def rules_hold(self) -> None:

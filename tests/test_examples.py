@@ -40,3 +40,37 @@ def test_rush_demo_runs_and_reports() -> None:
 def test_rush_demo_is_deterministic() -> None:
     # Same seeds, different string hashing: the same day, bar the timing line.
     assert _without_timing(_run("rush_demo.py")) == _without_timing(_run("rush_demo.py"))
+
+
+def test_fair_release_demo_runs_and_reports() -> None:
+    out = _run("fair_release.py")
+    for heading in ("Arrivals (the same for both runs)", "Fair release (default Policy",
+                    "position() of ticket", "explain(ticket=...) of a winner",
+                    "explain(ticket=...) of a slow-lane ticket", "flag_log()",
+                    "First come, first served", "Summary"):
+        assert heading in out, heading
+    lines = out.splitlines()
+
+    def row(label: str, section: str) -> list[str]:
+        """The words after ``label`` on its line, in the part of the output after ``section``."""
+        start = next(i for i, line in enumerate(lines) if line.startswith(section))
+        line = next(x for x in lines[start:] if x.strip().startswith(label))
+        return line.strip()[len(label):].split()
+
+    # The bots are caught (by the early-requests rule, or the blacklist) and throttled.
+    assert "EARLY_REQUESTS" in out and "BLACKLIST" in out and "THROTTLED" in out
+    assert "in the slow lane" in out and "lottery draw" in out
+    assert "cohort collecting" in out and "cohort closed and drawn" in out
+    # The slow lane never beats a fair lane that outnumbers the slots.
+    assert row("slow", "Fair release")[1] == "0"
+    fair_bot = float(row("bot win rate", "Fair release")[0].rstrip("%"))
+    fair_genuine = float(row("genuine win rate", "Fair release")[0].rstrip("%"))
+    fcfs_bot = float(row("bot win rate", "First come")[0].rstrip("%"))
+    fcfs_genuine = float(row("genuine win rate", "First come")[0].rstrip("%"))
+    assert fair_bot <= fair_genuine and fcfs_bot > 10 * fcfs_genuine
+    assert fcfs_bot > fair_bot and fair_genuine > fcfs_genuine
+    assert row("slots taken by bots", "First come")[0] == "10"  # 5 per account x 2 accounts
+
+
+def test_fair_release_demo_is_deterministic() -> None:
+    assert _run("fair_release.py") == _run("fair_release.py")

@@ -210,7 +210,7 @@ def test_confirm_rules_and_hold_expiry_at_exactly_hold_until(make):
     r = c.confirm(b, 0, 20)  # the timer at 20 runs first
     assert r.as_tuple() == (int(Status.REJECTED), int(R.HOLD_EXPIRED), 1, b)
     assert r.window == (1000, 1010) and r.session == 0
-    assert c.drain_events() == [(int(E.HOLD_EXPIRED), 20, 0, b, 0, -1)]
+    assert c.drain_events() == [(int(E.HOLD_EXPIRED), 20, 0, b, 0, 0, -1)]
     b2 = book(c, 21, hold=True).booking
     r = c.confirm(b2, 0, 30)  # 21 + 10 = 31: still held
     assert r.status == Status.BOOKED
@@ -247,7 +247,7 @@ def test_rollover_then_cancel_returns_to_public(make):
     c.advance(500)
     assert c.session_quota(0) == [3, 0, 0]
     assert c.session_flags(0) == (True, False, False, 4)
-    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 500, 0, -1, -1, 2)]
+    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 500, 0, -1, -1, -1, 2)]
     assert c.cancel(b, 0, 501).status == Status.CANCELLED
     assert c.session_quota(0) == [4, 0, 0]
     assert c.add_capacity(0, 2, CH2, 502) == 6  # after roll-over: public
@@ -262,7 +262,7 @@ def test_cancel_before_rollover_returns_to_its_quota(make):
     assert c.session_quota(0) == [1, 2, 1]
     assert c.add_capacity(0, 2, CH2, 21) == 6
     assert c.session_quota(0) == [1, 2, 3]
-    assert c.drain_events() == [(int(E.CAPACITY_ADDED), 21, 0, -1, -1, 2)]
+    assert c.drain_events() == [(int(E.CAPACITY_ADDED), 21, 0, -1, -1, -1, 2)]
 
 
 def test_rollover_with_nothing_to_move_is_silent(make):
@@ -290,11 +290,11 @@ def test_session_end_no_show_and_expiry_in_slot_order(make):
     c.advance(200)
     # ROLLOVER(200) was pushed before SESSION_END(200): it runs first (nothing to move).
     assert c.drain_events() == [
-        (int(E.NO_SHOW), 200, 0, b0, 0, -1),
-        (int(E.PATIENT_BANNED), 200, 0, b0, 0, 1),
-        (int(E.HOLD_EXPIRED), 200, 0, b3, 3, -1),
-        (int(E.NO_SHOW), 200, 0, b2, 2, -1),
-        (int(E.PATIENT_BANNED), 200, 0, b2, 2, 1),
+        (int(E.NO_SHOW), 200, 0, b0, 0, 0, -1),
+        (int(E.PATIENT_BANNED), 200, 0, b0, 0, 0, 1),
+        (int(E.HOLD_EXPIRED), 200, 0, b3, 3, 0, -1),
+        (int(E.NO_SHOW), 200, 0, b2, 2, 0, -1),
+        (int(E.PATIENT_BANNED), 200, 0, b2, 2, 0, 1),
     ]
     assert c.session_counts(0) == (1, 0, 0, 0, 2, 0, 0)
     assert c.session_flags(0) == (True, False, True, 3)
@@ -311,7 +311,7 @@ def test_timers_due_at_the_same_time_run_in_push_order(make):
     session(c, quotas=(0, 1, 0), starts_at=100, end_at=150, rollover_at=150, release=(0, 0, 0))
     c.advance(150)
     # ROLLOVER(150) before SESSION_END(150): the quota rolled, then the session closed.
-    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 150, 0, -1, -1, 1)]
+    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 150, 0, -1, -1, -1, 1)]
     d = c.dump()
     assert d["timers"] == [] and d["seq"] == 2
     assert d["sessions"][0]["rolled"] and d["sessions"][0]["closed"]
@@ -346,7 +346,7 @@ def test_bans_escalate_with_strikes_in_window(make):
     assert c.patient_info(0) == (630, (10, 120, 330), ())
     _no_show(c, 0, 640)  # capped at len(ban_ms): oldest strike dropped, ban_ms[-1]
     assert c.patient_info(0) == (940, (120, 330, 640), ())
-    assert [e[5] for e in c.drain_events() if e[0] == E.PATIENT_BANNED] == [1, 2, 3, 3]
+    assert [e[6] for e in c.drain_events() if e[0] == E.PATIENT_BANNED] == [1, 2, 3, 3]
 
 
 def test_old_strikes_fall_out_of_the_window(make):
@@ -390,7 +390,7 @@ def test_cancellations_become_a_strike(make):
     b = book(c, 112).booking
     c.cancel(b, 0, 120)  # cap 2: (111, 120), both in window -> strike, cleared
     assert c.patient_info(0) == (170, (120,), ())
-    assert c.drain_events() == [(int(E.PATIENT_BANNED), 120, 0, b, 0, 1)]
+    assert c.drain_events() == [(int(E.PATIENT_BANNED), 120, 0, b, 0, 0, 1)]
 
 
 def test_cancel_strikes_zero_records_nothing(make):
@@ -415,9 +415,9 @@ def test_suspend_cancels_live_bookings_and_open_slots(make):
     c.drain_events()
     assert c.suspend(0, 19) == 2  # b1's hold would expire at 20
     assert c.drain_events() == [
-        (int(E.BOOKING_CANCELLED), 19, 0, b0, 0, int(R.SESSION_SUSPENDED)),
-        (int(E.BOOKING_CANCELLED), 19, 0, b1, 1, int(R.SESSION_SUSPENDED)),
-        (int(E.SESSION_SUSPENDED), 19, 0, -1, -1, 2),
+        (int(E.BOOKING_CANCELLED), 19, 0, b0, 0, 0, int(R.SESSION_SUSPENDED)),
+        (int(E.BOOKING_CANCELLED), 19, 0, b1, 1, 0, int(R.SESSION_SUSPENDED)),
+        (int(E.SESSION_SUSPENDED), 19, 0, -1, -1, -1, 2),
     ]
     assert c.session_counts(0) == (0, 0, 0, 1, 0, 4, 0)
     assert c.session_quota(0) == [0, 0, 0]
@@ -502,9 +502,11 @@ def test_book_many_is_book_row_by_row(make):
     want = [book(c1, t, account=a, patient=p, s=s, channel=ch, hold=True).as_tuple()
             for a, p, s, ch, t in rows]
     cols = [np.array(col, dtype=np.int64 if i == 4 else np.int32) for i, col in enumerate(zip(*rows))]
-    status, reason, slot, booking = c2.book_many(*cols, True)
+    status, reason, slot, booking, ticket, retry = c2.book_many(*cols, True)
     assert (status.dtype, reason.dtype, slot.dtype, booking.dtype) == (
         np.int8, np.int16, np.int32, np.int64)
+    assert ticket.dtype == retry.dtype == np.int64
+    assert ticket.tolist() == [-1] * len(rows) and retry.tolist() == [0] * len(rows)
     assert list(zip(status.tolist(), reason.tolist(), slot.tolist(), booking.tolist())) == want
     assert c1.state_hash() == c2.state_hash()
     assert c1.drain_events() == c2.drain_events()
@@ -526,15 +528,143 @@ def test_dump_layout(make):
     book(c, 10, patient=1, account=2, hold=True)
     d = c.dump()
     assert sorted(d) == sorted(["now", "rng", "seq", "sessions", "bookings", "patients", "known",
-                                "timers", "events"])
+                                "timers", "events", "accounts", "tickets", "flag_log"])
     assert d["sessions"] == [{
         "hospital": 1, "department": 2, "tier": 1, "day": 3, "starts_at": 1000, "end_at": 1100,
         "rollover_at": 900, "cancel_cutoff_at": 800, "slot_ms": 10, "capacity": 2, "fee": 0,
         "quotas": [1, 1, 0], "quota_left": [0, 1, 0], "release": [5, 6, 7], "rolled": False,
         "suspended": False, "closed": False, "slot_states": [int(S.HELD), int(S.FREE)],
-        "slot_bookings": [0, -1],
+        "slot_bookings": [0, -1], "collecting": False, "cohort_close": 0, "cohort": [],
+        "queue": [], "last_cancel": (0, -1),
     }]
     assert d["bookings"] == [(0, 1, 1, 2, PUB, PUB, int(B.HELD), 10, 10, 20, 0)]
-    assert d["patients"] == [(0, (), ())] * 4
+    assert d["patients"] == [(0, (), (), 0, 0, 0, 0)] * 4
+    assert d["accounts"] == [(0, 0, 0, 0, 0, (), ())] * 4
+    assert d["tickets"] == [] and d["flag_log"] == []
     assert (d["now"], d["seq"], d["known"], d["events"]) == (10, 3, [], [])
     assert d["timers"] == [(20, 2, 1, 0), (900, 0, 2, 0), (1100, 1, 3, 0)]
+
+
+# -- fair release, slow lane and risk (issue 3) ------------------------------------------
+
+from slotengine.outcomes import FlagReason as F  # noqa: E402
+from slotengine.outcomes import TicketState as TS  # noqa: E402
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix(state: int):
+    """An independent splitmix64 for the expected lottery."""
+    while True:
+        state = (state + 0x9E3779B97F4A7C15) & _M64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        yield z ^ (z >> 31)
+
+
+def test_cohort_lottery_is_fisher_yates_on_splitmix(make):
+    c = make(prequeue_ms=10, cohort_ms=5)
+    session(c, quotas=(4, 0, 0), release=(0, 0, 0))  # window [-10, 5): open at 1..4
+    c.flag(0, 3, int(F.HOST), 1000, 0)  # account 3 is slow: ranked after the fair three
+    c.drain_events()
+    for i in range(4):
+        r = book(c, 1 + i, account=i, patient=i)
+        assert (r.status, r.ticket, r.session, r.slot, r.booking) == (Status.QUEUED, i, 0, None, None)
+    d = c.dump()["sessions"][0]
+    assert (d["collecting"], d["cohort_close"], d["cohort"], d["queue"]) == (True, 5, [0, 1, 2, 3], [])
+    assert c.position(0) == (int(TS.QUEUED), -1, -1, 0)
+    fair = [0, 1, 2]
+    rng = _splitmix(7)
+    for i in range(len(fair) - 1, 0, -1):
+        j = next(rng) % (i + 1)
+        fair[i], fair[j] = fair[j], fair[i]
+    order = fair + [3]  # a one-ticket slow list draws nothing
+    c.advance(5)
+    events = c.drain_events()
+    assert events[0] == (int(E.COHORT_DRAWN), 5, 0, -1, -1, -1, 4)
+    assert [e[6] for e in events[1:]] == order
+    assert all(e[0] == E.TICKET_SERVED for e in events[1:])
+    for rank, k in enumerate(order):
+        info = c.ticket_info(k)
+        assert info[7:12] == (int(TS.SERVED), rank, 4, 5, rank)  # booking ids in serve order
+        assert c.booking_info(info[11])[1] == rank + 1  # slot = rank + 1
+    assert c.dump()["sessions"][0]["collecting"] is False
+
+
+def test_slow_lane_gcra_and_delay(make):
+    c = make(slow_interval_ms=10, slow_burst=2, slow_delay_ms=5)  # tau = 10
+    session(c, quotas=(4, 0, 0))
+    c.flag(0, 0, int(F.HOST), 1000, 0)
+    r = book(c, 10, patient=0)  # tat 0 -> 20
+    assert r.status == Status.QUEUED and c.position(r.ticket) == (int(TS.QUEUED), 0, -1, 0)
+    assert book(c, 11, patient=1).status == Status.QUEUED  # 11 >= 20 - 10: tat -> 30
+    th = book(c, 12, patient=2)
+    assert (th.status, th.reason, th.retry_after, th.ticket) == (Status.REJECTED, R.THROTTLED, 8, None)
+    assert c.account_info(0)[4] == 30
+    assert (15, 2, 6, 0) in c.dump()["timers"]  # SLOW_SERVE(ticket 0) at 10 + 5
+    c.advance(15)
+    assert c.ticket_info(0)[7:12] == (int(TS.SERVED), -1, 0, 15, 0)
+    assert c.booking_info(0)[7] == 15
+
+
+def test_flag_rule_unflag_block_and_log(make):
+    c = make()
+    session(c, quotas=(4, 0, 0))
+    c.drain_events()
+    c.flag(0, 0, int(F.HOST), 100, 10)
+    c.flag(0, 0, int(F.BLACKLIST), 50, 20)  # shorter: nothing at all
+    c.flag(0, 0, int(F.BLACKLIST), 200, 30)  # longer: reason changes, since stays
+    assert c.account_info(0)[:4] == (200, int(F.BLACKLIST), 10, 0)
+    assert c.unflag(0, 0, 40) and not c.unflag(0, 0, 41)
+    assert c.account_info(0)[:4] == (40, int(F.BLACKLIST), 10, 0)
+    c.block(1, 2, 90, 41)
+    c.block(1, 2, 60, 42)  # never shortens, but is logged
+    assert c.patient_flags(2) == (0, 0, 0, 90)
+    assert book(c, 43, patient=2).reason == R.BLOCKED
+    assert c.unblock(1, 2, 44) and not c.unblock(1, 2, 45)
+    assert c.flag_log() == [(10, 0, 0, 1, 100), (30, 0, 0, 2, 200), (40, 0, 0, 0, 40),
+                            (41, 1, 2, -1, 90), (42, 1, 2, -1, 60)]
+    assert c.drain_events() == [
+        (int(E.FLAGGED), 10, -1, -1, -1, 0, 1), (int(E.FLAGGED), 30, -1, -1, -1, 0, 2),
+        (int(E.UNFLAGGED), 40, -1, -1, -1, 0, -1), (int(E.BLOCKED), 41, -1, -1, 2, -1, -1),
+        (int(E.BLOCKED), 42, -1, -1, 2, -1, -1), (int(E.UNBLOCKED), 44, -1, -1, 2, -1, -1)]
+    c.import_blacklist([1, 0], [3, 1], [70, 80], 50)
+    assert c.flag_log()[-2:] == [(50, 1, 3, 2, 70), (50, 0, 1, 2, 80)]
+    with pytest.raises(errors.InvalidArgument):
+        c.flag(0, 0, int(F.EARLY_REQUESTS), 100, 50)  # rules flag, hosts don't
+
+
+def test_early_requests_flag_the_account(make):
+    c = make(early_count=2, early_ms=3, early_window_ms=100, flag_ms=500)
+    session(c, quotas=(3, 0, 0), release=(5, 5, 5))
+    assert book(c, 5, patient=0).status == Status.BOOKED  # early 1
+    assert c.account_info(0)[6 - 1] == (5,)
+    r = book(c, 7, patient=1)  # early 2: flagged first, so this one goes slow
+    assert r.status == Status.QUEUED
+    assert c.account_info(0) == (507, int(F.EARLY_REQUESTS), 7, 0, 8, (), ())
+    assert book(c, 8, patient=2, account=1).status == Status.BOOKED  # 8 >= 5 + 3: not early
+    assert c.account_info(1)[5] == ()
+
+
+def test_cancellations_rebook_and_many_patients_flag(make):
+    c = make(cancel_flag_count=2, cancel_flag_window_ms=100, rebook_ms=10, flag_ms=500,
+             patients_flag_count=2, patients_flag_window_ms=100)
+    session(c, quotas=(4, 0, 0))
+    b = book(c, 10, patient=0).booking
+    c.cancel(b, 0, 11)
+    assert c.dump()["sessions"][0]["last_cancel"] == (11, 0)
+    assert c.account_info(0)[6] == (11,)
+    book(c, 15, patient=1, account=1)  # another account within 10 ms: both flagged
+    assert c.flag_log() == [(15, 0, 0, int(F.CANCEL_REBOOK), 515),
+                            (15, 0, 1, int(F.CANCEL_REBOOK), 515)]
+    assert c.dump()["sessions"][0]["last_cancel"] == (0, -1)
+    b = book(c, 30, patient=2, account=2).booking  # one patient: no flag
+    c.cancel(b, 2, 31)
+    b = book(c, 50, patient=2, account=2).booking  # own rebook: no flag; still one patient
+    c.cancel(b, 2, 51)  # second cancellation in 100 ms: CANCELLATIONS, ring cleared
+    assert c.account_info(2)[:3] == (551, int(F.CANCELLATIONS), 51) and c.account_info(2)[6] == ()
+    book(c, 70, patient=3, account=3)  # 70 - 51 > 10: no rebook pair
+    book(c, 71, patient=0, account=3)  # two patients in 100 ms: MANY_PATIENTS
+    assert c.account_info(3)[:3] == (571, int(F.MANY_PATIENTS), 71)
+    assert c.flag_log()[-1] == (71, 0, 3, int(F.MANY_PATIENTS), 571)

@@ -81,13 +81,16 @@ def quota(e: se.Engine, session: str = "S1") -> dict:
 def pinfo(e: se.Engine, patient: str) -> tuple:
     """(banned_until, strikes, cancels) of a patient, from dump()."""
     d = e.dump()
-    banned, strikes, cancels = d["patients"][d["names"]["patients"].index(patient)]
+    banned, strikes, cancels = d["patients"][d["names"]["patients"].index(patient)][:3]
     return banned, tuple(strikes), tuple(cancels)
 
 
 def ev(kind: EK, at: int, session: str | None, booking: int | None, patient: str | None,
-       detail: int) -> Event:
-    return Event(kind, at, session, booking, patient, detail)
+       detail: int, account: str | None = None) -> Event:
+    """An Event; a booking's event names its account, "A-" + patient unless given."""
+    if account is None and booking is not None and patient is not None:
+        account = "A-" + patient
+    return Event(kind, at, session, booking, patient, account, detail)
 
 
 def window(slot: int, minutes: int = 10, start: int = START) -> tuple[int, int]:
@@ -740,7 +743,7 @@ def test_advance_returns_events_with_string_ids(backend):
     r = e.book("账号一", "张三", "心内科-上午", now=T1, hold=True)
     assert r.status == St.HELD
     events = e.advance(T1 + HOLD)
-    assert events == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "心内科-上午", 0, "张三", -1)]
+    assert events == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "心内科-上午", 0, "张三", -1, "账号一")]
     (x,) = events
     assert type(x.kind) is EK and type(x.at) is int and type(x.session) is str
     assert type(x.patient) is str and type(x.booking) is int and type(x.detail) is int
@@ -957,7 +960,7 @@ def test_book_many_empty_batch_and_numpy_ids(backend):
     e = _batch_setup(backend)
     h = e.state_hash()
     out = e.book_many([], [], [], [], T1)
-    assert [len(a) for a in out] == [0, 0, 0, 0]
+    assert [len(a) for a in out] == [0] * 6
     assert (out.status.dtype, out.booking.dtype) == (np.int8, np.int64)
     assert e.state_hash() == h
     out = e.book_many([0], [0], e.session_ids(["S1"]), e.channel_ids([None]), T1)

@@ -3,9 +3,20 @@
 Public names only; see README.md for the model and docs/semantics.md for the
 exact rules both engines (compiled core and ``reference``) implement.
 """
-from .engine import BatchResult, BookingInfo, Engine, Event, SessionInfo, SlotCounts
+from .engine import (
+    BatchResult,
+    BookingInfo,
+    Engine,
+    Event,
+    FlagRecord,
+    RiskInfo,
+    SessionInfo,
+    SlotCounts,
+    TicketInfo,
+    TicketPosition,
+)
 from .errors import SlotEngineError
-from .outcomes import BookingState, EventKind, Reason, SlotState, Status, Tier
+from .outcomes import BookingState, EventKind, FlagReason, Reason, SlotState, Status, TicketState, Tier
 from .policy import Policy
 from .times import DAY, HOUR, MINUTE, from_ms, to_ms
 
@@ -20,6 +31,12 @@ __all__ = [
     "SlotState",
     "EventKind",
     "Tier",
+    "TicketState",
+    "FlagReason",
+    "TicketInfo",
+    "TicketPosition",
+    "RiskInfo",
+    "FlagRecord",
     "Event",
     "BookingInfo",
     "SessionInfo",

@@ -52,14 +52,18 @@ from slotengine.errors import (
     UnknownChannel,
     UnknownPatient,
     UnknownSession,
+    UnknownTicket,
 )
-from slotengine.outcomes import BookingState, EventKind, Reason, SlotState, Status
+from slotengine.outcomes import (
+    BookingState, EventKind, FlagReason, Reason, SlotState, Status, TicketState)
 
 include "_defs.pxi"
 include "_ledger.pxi"
 include "_timers.pxi"
 include "_known.pxi"
 include "_result.pxi"
+include "_risk.pxi"
+include "_release.pxi"
 
 __all__ = ["Core", "Result"]
 
@@ -84,6 +88,15 @@ def _check_codes():
     assert [int(x) for x in EventKind][:7] == [E_HOLD_EXPIRED, E_QUOTA_ROLLED, E_NO_SHOW,
                                            E_PATIENT_BANNED, E_SESSION_SUSPENDED,
                                            E_BOOKING_CANCELLED, E_CAPACITY_ADDED]
+    assert [int(x) for x in EventKind][7:14] == [E_FLAGGED, E_UNFLAGGED, E_BLOCKED,
+                                              E_UNBLOCKED, E_COHORT_DRAWN, E_TICKET_SERVED,
+                                              E_TICKET_FAILED]
+    assert (ST_QUEUED, R_DUPLICATE_TICKET, R_BLOCKED, R_THROTTLED) == (
+        Status.QUEUED, Reason.DUPLICATE_TICKET, Reason.BLOCKED, Reason.THROTTLED)
+    assert [int(x) for x in TicketState] == [K_QUEUED, K_SERVED, K_FAILED, K_CANCELLED]
+    assert [int(x) for x in FlagReason] == [FR_HOST, FR_BLACKLIST, FR_EARLY_REQUESTS,
+                                            FR_CANCELLATIONS, FR_MANY_PATIENTS,
+                                            FR_CANCEL_REBOOK]
 
 _check_codes()
 
@@ -123,6 +136,22 @@ cdef class Core:
     cdef int64_t _strike_window
     cdef int32_t _cancel_strikes
     cdef int64_t _cancel_window
+    cdef int64_t _prequeue
+    cdef int64_t _cohort_ms
+    cdef int64_t _gap
+    cdef int64_t _slow_delay
+    cdef int64_t _slow_T
+    cdef int64_t _slow_tau
+    cdef int64_t _early_ms
+    cdef int32_t _early_count
+    cdef int64_t _early_window
+    cdef int32_t _cflag_count
+    cdef int64_t _cflag_window
+    cdef int32_t _pflag_count
+    cdef int64_t _pflag_window
+    cdef int64_t _rebook_ms
+    cdef int64_t _flag_ms
+    cdef bint _cohort_on              # prequeue_ms or cohort_ms > 0: cohort windows exist
     # -- clock, generator, timer counter --
     cdef int64_t _now
     cdef uint64_t _rng
@@ -146,6 +175,19 @@ cdef class Core:
     cdef vector[uint64_t] _known      # hash set of patient << 32 | hospital (_known.pxi)
     cdef int64_t _n_known
     cdef int _known_shift             # 64 - log2(table size)
+    # -- fair release, slow lane, risk (issue 3) --
+    cdef vector[SessionX] _sx         # per session: cohort lists, drain queue, last cancel
+    cdef vector[Account] _accts       # per account: flag, block, GCRA tat
+    cdef vector[int64_t] _early       # stride _early_count, oldest first
+    cdef vector[int64_t] _acancels    # stride _cflag_count, oldest first
+    cdef vector[Mark] _pmarks         # per patient: flag and block
+    cdef vector[int32_t] _p_tq        # per patient: newest QUEUED ticket, -1 when none
+    cdef vector[Ticket] _tickets
+    cdef vector[FlagRow] _flag_log
+    cdef vector[int32_t] _shuf        # scratch: one cohort's tickets (lottery)
+    cdef int64_t _n_queued            # tickets in state QUEUED
+    cdef int64_t _n_marks             # flags and blocks ever set (0: risk reads nothing)
+    cdef int64_t _n_pmarks            # ... on patients (0: patient marks are not read)
 
     def __init__(self, policy, seed):
         cdef int64_t count, window
@@ -167,6 +209,11 @@ cdef class Core:
             strike_window = _index(policy.strike_window_ms)
             cancel_strikes = _index(policy.cancel_strikes)
             cancel_window = _index(policy.cancel_window_ms)
+            fr = [_index(getattr(policy, name)) for name in (
+                "prequeue_ms", "cohort_ms", "outflow_gap_ms", "slow_delay_ms",
+                "slow_interval_ms", "slow_burst", "early_ms", "early_count",
+                "early_window_ms", "cancel_flag_count", "cancel_flag_window_ms",
+                "patients_flag_count", "patients_flag_window_ms", "rebook_ms", "flag_ms")]
         except (AttributeError, TypeError, ValueError) as exc:
             raise PolicyError(f"policy is not a valid CorePolicy: {exc}") from None
         if not 1 <= n_ch <= 32 or not 0 <= pub < n_ch:
@@ -185,6 +232,18 @@ cdef class Core:
             raise PolicyError("policy.ban_ms has more than 65535 entries")
         if not 0 <= acct_patients <= 1_000_000 or not 0 <= cancel_strikes <= 65535:
             raise PolicyError("policy counts are out of range")
+        (prequeue, cohort_ms, gap, slow_delay, slow_T, slow_burst, early_ms, early_count,
+         early_window, cflag_count, cflag_window, pflag_count, pflag_window, rebook_ms,
+         flag_ms) = fr
+        for v in (prequeue, cohort_ms, gap, slow_delay, slow_T, early_ms, early_window,
+                  cflag_window, pflag_window, rebook_ms, flag_ms):
+            if not 0 <= v <= MAX_MS:
+                raise PolicyError(f"policy time {v} is outside 0..{MAX_MS} ms")
+        if slow_T < 1 or not 1 <= slow_burst <= 1_000_000 or slow_T * (slow_burst - 1) > MAX_MS:
+            raise PolicyError("policy slow_interval_ms / slow_burst are out of range")
+        for v in (early_count, cflag_count, pflag_count):
+            if not 0 <= v <= 65535:
+                raise PolicyError("policy flag counts are out of range")
         self._n_ch = n_ch
         self._pub = pub
         self._hold_ms = hold_ms
@@ -208,6 +267,34 @@ cdef class Core:
         self._strike_window = strike_window
         self._cancel_strikes = cancel_strikes
         self._cancel_window = cancel_window
+        self._prequeue = prequeue
+        self._cohort_ms = cohort_ms
+        self._gap = gap
+        self._slow_delay = slow_delay
+        self._slow_T = slow_T
+        self._slow_tau = slow_T * (slow_burst - 1)
+        self._early_ms = early_ms
+        self._early_count = early_count
+        self._early_window = early_window
+        self._cflag_count = cflag_count
+        self._cflag_window = cflag_window
+        self._pflag_count = pflag_count
+        self._pflag_window = pflag_window
+        self._rebook_ms = rebook_ms
+        self._flag_ms = flag_ms
+        self._cohort_on = prequeue > 0 or cohort_ms > 0
+        self._sx.clear()
+        self._accts.clear()
+        self._early.clear()
+        self._acancels.clear()
+        self._pmarks.clear()
+        self._p_tq.clear()
+        self._tickets.clear()
+        self._flag_log.clear()
+        self._shuf.clear()
+        self._n_queued = 0
+        self._n_marks = 0
+        self._n_pmarks = 0
         self._now = 0
         self._rng = seed
         self._seq = 0
@@ -322,13 +409,14 @@ cdef class Core:
         return b.created_at + self._hold_ms if b.flags & F_HOLD else 0
 
     cdef inline void _event(self, int32_t kind, int64_t at, int32_t session, int32_t booking,
-                            int32_t patient, int64_t detail) noexcept nogil:
+                            int32_t patient, int32_t account, int64_t detail) noexcept nogil:
         cdef Event e
         e.kind = kind
         e.at = at
         e.session = session
         e.booking = booking
         e.patient = patient
+        e.account = account
         e.detail = detail
         se_grow(self._events, 1, 2)
         self._events.push_back(e)
@@ -394,9 +482,10 @@ cdef class Core:
         bk.state = B_EXPIRED
         bk.changed_at = at
         self._free_slot(b)
-        self._event(E_HOLD_EXPIRED, at, bk.session, b, bk.patient, -1)
+        self._event(E_HOLD_EXPIRED, at, bk.session, b, bk.patient, bk.account, -1)
 
     cdef void _strike(self, int32_t p, int64_t t, int32_t session, int32_t b) noexcept nogil:
+        # b is the booking that caused it (its account goes in the event)
         """Record a strike at t and ban by the count of strikes in the window.  O(len(ban_ms))."""
         cdef Patient* pt = &self._patients[p]
         cdef int32_t cap = self._n_ban, k, n = 0
@@ -417,7 +506,7 @@ cdef class Core:
         until = t + self._ban_ms[k]
         if until > pt.banned_until:
             pt.banned_until = until
-        self._event(E_PATIENT_BANNED, t, session, b, p, n)
+        self._event(E_PATIENT_BANNED, t, session, b, p, self._bookings[b].account, n)
 
     cdef void _record_cancel(self, int32_t p, int64_t t, int32_t session,
                              int32_t b) noexcept nogil:
@@ -460,8 +549,15 @@ cdef class Core:
                     self._expire(t.id, t.due)
             elif t.kind == T_ROLLOVER:
                 self._rollover(t.id, t.due)
-            else:
+            elif t.kind == T_SESSION_END:
                 self._session_end(t.id, t.due)
+            elif t.kind == T_COHORT_CLOSE:
+                self._cohort_close(t.id, t.due)
+            elif t.kind == T_DRAIN:
+                self._sessions[t.id].flags &= ~SF_DRAIN
+                self._drain(t.id, t.due)
+            elif self._tickets[t.id].state == K_QUEUED:   # T_SLOW_SERVE
+                self._serve(t.id, t.due)
         self._now = now
 
     cdef void _rollover(self, int32_t sid, int64_t at) noexcept nogil:
@@ -478,7 +574,7 @@ cdef class Core:
         q[self._pub] += <uint16_t>moved
         s.flags |= SF_ROLLED
         if moved > 0:
-            self._event(E_QUOTA_ROLLED, at, sid, -1, -1, moved)
+            self._event(E_QUOTA_ROLLED, at, sid, -1, -1, -1, moved)
 
     cdef void _session_end(self, int32_t sid, int64_t at) noexcept nogil:
         """Close the session: BOOKED -> NO_SHOW (+ strike), HELD -> EXPIRED.  O(capacity)."""
@@ -497,7 +593,7 @@ cdef class Core:
                 bk.state = B_NO_SHOW     # the slot follows: it is NO_SHOW now
                 bk.changed_at = at
                 self._live_remove(bk.patient, b)
-                self._event(E_NO_SHOW, at, sid, b, bk.patient, -1)
+                self._event(E_NO_SHOW, at, sid, b, bk.patient, bk.account, -1)
                 self._strike(bk.patient, at, sid, b)
             elif bk.state == B_HELD:
                 self._expire(b, at)
@@ -505,41 +601,34 @@ cdef class Core:
     # ------------------------------------------------------------------------
     # booking: the hot path
 
-    cdef int _book(self, int32_t a, int32_t p, int32_t sid, int32_t c, int64_t now, bint hold,
-                   int32_t* slot_out, int32_t* booking_out) noexcept nogil:
-        """Run timers, then the checks of docs/semantics.md in order; book or reject.
-
-        Returns status | reason << 8.  Cost: O(1) for the request stage and
-        allocation (bitmap), O(live bookings) for the duplicate checks,
-        O(bookings in the largest window) for the patient limits and
-        O(account bookings in its window x distinct patients) for the account rule.
-        """
-        cdef Session* s
-        cdef Patient* pt
-        cdef Booking* bk
-        cdef Booking nb
-        cdef const Session* other
-        cdef int64_t base, rel_c, rel_p, cutoff
-        cdef int32_t b, q, idx, bid, k, nd, n_lim
-        cdef bint dd = False, found
-        cdef int64_t cnt[8]
-        cdef int64_t* cnts
-        cdef vector[int64_t] big_cnt
-
-        self._advance(now)
-        s = &self._sessions[sid]
-        # 1. request stage
+    cdef inline int _request(self, const Session* s, int64_t rel_c, int64_t rel_p,
+                             int64_t now) noexcept nogil:
+        """Stage 1 (request): 0, or the packed rejection."""
         if s.flags & SF_SUSPENDED:
             return _code(ST_REJECTED, R_SESSION_SUSPENDED)
         if s.flags & SF_CLOSED or now >= s.end_at:
             return _code(ST_REJECTED, R_SESSION_CLOSED)
-        base = <int64_t>sid * self._n_ch
-        rel_c = self._release[base + c]
-        rel_p = self._release[base + self._pub]
-        if now < rel_c and now < rel_p:
+        if now < rel_c - self._prequeue and now < rel_p - self._prequeue:
             return _code(ST_REJECTED, R_NOT_RELEASED)
-        # 2. eligibility stage
-        pt = &self._patients[p]
+        return 0
+
+    cdef int _eligible(self, int32_t a, int32_t p, int32_t sid, const Session* s,
+                       int64_t now) noexcept nogil:
+        """Stage 3 (eligibility, without the duplicate-ticket check): 0, or the rejection.
+
+        O(live bookings) for the duplicate checks, O(bookings in the largest
+        window) for the patient limits and O(account bookings in its window x
+        distinct patients) for the account rule.
+        """
+        cdef Patient* pt = &self._patients[p]
+        cdef Booking* bk
+        cdef const Session* other
+        cdef int64_t cutoff
+        cdef int32_t b, k, nd, n_lim
+        cdef bint dd = False, found
+        cdef int64_t cnt[8]
+        cdef int64_t* cnts
+        cdef vector[int64_t] big_cnt
         if now < pt.banned_until:
             return _code(ST_REJECTED, R_PATIENT_BANNED)
         # One walk of the live list decides both duplicate rules; the session
@@ -610,13 +699,22 @@ cdef class Core:
         if self._bar_expert and s.tier == 2:
             if not self._is_known(pt, p, s.hospital):
                 return _code(ST_REJECTED, R_FIRST_VISIT_EXPERT)
-        # 3. allocate stage
+        return 0
+
+    cdef int _allocate(self, int32_t a, int32_t p, int32_t sid, int32_t c, int64_t now,
+                       bint hold, BookOut* out) noexcept nogil:
+        """Stage 5 (allocate): the lowest FREE slot and a quota, then the signals."""
+        cdef Session* s = &self._sessions[sid]
+        cdef Patient* pt = &self._patients[p]
+        cdef int64_t base = <int64_t>sid * self._n_ch
+        cdef int32_t idx, q, bid
+        cdef Booking nb
         idx = bm_lowest(self._bm(s), bm_words(s.capacity))
         if idx < 0:
             return _code(ST_REJECTED, R_FULL)
-        if now >= rel_c and self._q_left[base + c] > 0:
+        if now >= self._release[base + c] and self._q_left[base + c] > 0:
             q = c
-        elif now >= rel_p and self._q_left[base + self._pub] > 0:
+        elif now >= self._release[base + self._pub] and self._q_left[base + self._pub] > 0:
             q = self._pub
         else:
             return _code(ST_REJECTED, R_QUOTA_EXHAUSTED)
@@ -644,9 +742,349 @@ cdef class Core:
         self._slot_put(s, idx, bid)
         if hold:
             self._push_timer(now + self._hold_ms, T_HOLD_EXPIRE, bid)
-        slot_out[0] = idx
-        booking_out[0] = bid
+        out.slot = idx
+        out.booking = bid
+        if self._pflag_count > 0:
+            self._many_patients(a, now)
+        if self._rebook_ms > 0 and s.flags & SF_LAST_CANCEL:
+            self._rebook(sid, a, now)
         return _code(ST_HELD if hold else ST_BOOKED, R_NONE)
+
+    cdef int _book(self, int32_t a, int32_t p, int32_t sid, int32_t c, int64_t now, bint hold,
+                   BookOut* out) noexcept nogil:
+        """Run timers, then request -> risk -> eligibility -> route -> allocate.
+
+        Returns status | reason << 8.  With fair release, flags and signals
+        switched off (or idle) the risk and route stages cost a few compares
+        on the session record already in cache.
+        """
+        cdef Session* s
+        cdef Account* ac
+        cdef int64_t base, rel_c, rel_p, close, wait
+        cdef int32_t k
+        cdef int code
+        cdef bint slow = False
+
+        self._advance(now)
+        s = &self._sessions[sid]
+        base = <int64_t>sid * self._n_ch
+        rel_c = self._release[base + c]
+        rel_p = self._release[base + self._pub]
+        # 1. request
+        code = self._request(s, rel_c, rel_p, now)
+        if code:
+            return code
+        # 2. risk
+        if self._n_marks or self._early_count:
+            ac = &self._accts[a]
+            if now < ac.blocked_until:
+                return _code(ST_REJECTED, R_BLOCKED)
+            if self._n_pmarks and now < self._pmarks[p].blocked_until:
+                return _code(ST_REJECTED, R_BLOCKED)
+            if self._early_count and (
+                    (rel_c - self._prequeue <= now and now < rel_c + self._early_ms)
+                    or (rel_p - self._prequeue <= now and now < rel_p + self._early_ms)):
+                self._early_signal(a, now)
+            slow = now < ac.flag_until or (self._n_pmarks and now < self._pmarks[p].flag_until)
+            if slow:
+                wait = gcra_check(&ac.tat, now, self._slow_T, self._slow_tau)
+                if wait:
+                    out.retry = wait
+                    return _code(ST_REJECTED, R_THROTTLED)
+        # 3. eligibility
+        code = self._eligible(a, p, sid, s, now)
+        if code:
+            return code
+        if self._n_queued:
+            k = self._p_tq[p]
+            while k >= 0:
+                if self._tickets[k].session == sid:
+                    return _code(ST_REJECTED, R_DUPLICATE_TICKET)
+                k = self._tickets[k].p_next
+        # 4. route
+        if self._cohort_on or s.flags & (SF_COLLECTING | SF_QUEUE):
+            if s.flags & SF_COLLECTING:
+                out.ticket = self._new_ticket(a, p, sid, c, hold, slow, now,
+                                              W_SLOW if slow else W_FAIR)
+                return _code(ST_QUEUED, R_NONE)
+            if self._cohort_on:
+                close = -1
+                if rel_c - self._prequeue <= now and now < rel_c + self._cohort_ms:
+                    close = rel_c + self._cohort_ms
+                elif rel_p - self._prequeue <= now and now < rel_p + self._cohort_ms:
+                    close = rel_p + self._cohort_ms
+                if close >= 0:
+                    s.flags |= SF_COLLECTING
+                    self._sx[sid].cohort_close = close
+                    self._push_timer(close, T_COHORT_CLOSE, sid)
+                    out.ticket = self._new_ticket(a, p, sid, c, hold, slow, now,
+                                                  W_SLOW if slow else W_FAIR)
+                    return _code(ST_QUEUED, R_NONE)
+            if s.flags & SF_QUEUE:
+                out.ticket = self._new_ticket(a, p, sid, c, hold, slow, now, W_QUEUE)
+                return _code(ST_QUEUED, R_NONE)
+        if slow:
+            k = self._new_ticket(a, p, sid, c, hold, slow, now, W_NONE)
+            self._push_timer(now + self._slow_delay, T_SLOW_SERVE, k)
+            out.ticket = k
+            return _code(ST_QUEUED, R_NONE)
+        # 5. allocate
+        return self._allocate(a, p, sid, c, now, hold, out)
+
+    # ------------------------------------------------------------------------
+    # tickets, cohorts and the drain queue
+
+    cdef int32_t _new_ticket(self, int32_t a, int32_t p, int32_t sid, int32_t c, bint hold,
+                             bint slow, int64_t now, int where) noexcept nogil:
+        """A QUEUED ticket on its patient's queued list and on list ``where``.  O(1)."""
+        cdef int32_t k = <int32_t>self._tickets.size()
+        cdef Ticket tk
+        cdef SessionX* sx = &self._sx[sid]
+        tk.submitted_at = now
+        tk.served_at = -1
+        tk.session = sid
+        tk.patient = p
+        tk.account = a
+        tk.booking = -1
+        tk.draw = -1
+        tk.cohort_size = 0
+        tk.next = -1
+        tk.p_next = self._p_tq[p]
+        tk.reason = R_NONE
+        tk.channel = <uint8_t>c
+        tk.state = K_QUEUED
+        tk.hold = hold
+        tk.lane = slow
+        tk.where = <uint8_t>where
+        se_grow(self._tickets, 1, 4)
+        self._tickets.push_back(tk)
+        self._p_tq[p] = k
+        self._n_queued += 1
+        if where == W_FAIR:
+            if sx.fair_tail >= 0:
+                self._tickets[sx.fair_tail].next = k
+            else:
+                sx.fair_head = k
+            sx.fair_tail = k
+        elif where == W_SLOW:
+            if sx.slow_tail >= 0:
+                self._tickets[sx.slow_tail].next = k
+            else:
+                sx.slow_head = k
+            sx.slow_tail = k
+        elif where == W_QUEUE:
+            self._enqueue(sid, k)
+        return k
+
+    cdef inline void _enqueue(self, int32_t sid, int32_t k) noexcept nogil:
+        """Append ticket k at the tail of the session's drain queue.  O(1)."""
+        cdef SessionX* sx = &self._sx[sid]
+        self._tickets[k].next = -1
+        self._tickets[k].where = W_QUEUE
+        if sx.q_tail >= 0:
+            self._tickets[sx.q_tail].next = k
+        else:
+            sx.q_head = k
+        sx.q_tail = k
+        self._sessions[sid].flags |= SF_QUEUE
+
+    cdef void _unqueue_patient(self, int32_t k) noexcept nogil:
+        """Take ticket k off its patient's queued list.  O(queued tickets of the patient)."""
+        cdef int32_t* cur = &self._p_tq[self._tickets[k].patient]
+        while cur[0] >= 0 and cur[0] != k:
+            cur = &self._tickets[cur[0]].p_next
+        if cur[0] == k:
+            cur[0] = self._tickets[k].p_next
+        self._tickets[k].p_next = -1
+        self._n_queued -= 1
+
+    cdef void _cohort_close(self, int32_t sid, int64_t due) noexcept nogil:
+        """Draw the cohort (fair list, then slow list, Fisher-Yates), queue it, drain."""
+        cdef Session* s = &self._sessions[sid]
+        cdef SessionX* sx = &self._sx[sid]
+        cdef int32_t k, nf = 0, n, i
+        cdef Ticket* tk
+        if not (s.flags & SF_COLLECTING) or sx.cohort_close != due:
+            return
+        self._shuf.clear()
+        k = sx.fair_head
+        while k >= 0:
+            self._shuf.push_back(k)
+            k = self._tickets[k].next
+        nf = <int32_t>self._shuf.size()
+        k = sx.slow_head
+        while k >= 0:
+            self._shuf.push_back(k)
+            k = self._tickets[k].next
+        n = <int32_t>self._shuf.size()
+        fisher_yates(self._shuf.data(), nf, &self._rng)
+        fisher_yates(self._shuf.data() + nf, n - nf, &self._rng)
+        for i in range(n):
+            k = self._shuf[i]
+            tk = &self._tickets[k]
+            tk.draw = i
+            tk.cohort_size = n
+            self._enqueue(sid, k)
+        sx.fair_head = sx.fair_tail = sx.slow_head = sx.slow_tail = -1
+        s.flags &= ~SF_COLLECTING
+        self._event(E_COHORT_DRAWN, due, sid, -1, -1, -1, n)
+        self._drain(sid, due)
+
+    cdef inline int32_t _dequeue(self, int32_t sid) noexcept nogil:
+        """Pop the head of the session's drain queue (which must not be empty)."""
+        cdef SessionX* sx = &self._sx[sid]
+        cdef int32_t k = sx.q_head
+        sx.q_head = self._tickets[k].next
+        self._tickets[k].next = -1
+        self._tickets[k].where = W_NONE
+        if sx.q_head < 0:
+            sx.q_tail = -1
+            self._sessions[sid].flags &= ~SF_QUEUE
+        return k
+
+    cdef void _drain(self, int32_t sid, int64_t t) noexcept nogil:
+        """Serve the queue at t: all of it (no outflow gap) or its first live ticket."""
+        cdef int32_t k
+        if self._gap == 0:
+            while self._sx[sid].q_head >= 0:
+                k = self._dequeue(sid)
+                if self._tickets[k].state == K_QUEUED:
+                    self._serve(k, t)
+            return
+        while self._sx[sid].q_head >= 0:
+            k = self._dequeue(sid)
+            if self._tickets[k].state == K_QUEUED:
+                self._serve(k, t)
+                break
+        if self._sx[sid].q_head >= 0 and not (self._sessions[sid].flags & SF_DRAIN):
+            self._sessions[sid].flags |= SF_DRAIN
+            self._push_timer(t + self._gap, T_DRAIN, sid)
+
+    cdef void _serve(self, int32_t k, int64_t t) noexcept nogil:
+        """Serve ticket k at t: request, eligibility, allocate (no risk, no routing)."""
+        cdef Ticket* tk = &self._tickets[k]
+        cdef int32_t sid = tk.session, a = tk.account, p = tk.patient, c = tk.channel
+        cdef bint hold = tk.hold
+        cdef const Session* s = &self._sessions[sid]
+        cdef int64_t base = <int64_t>sid * self._n_ch
+        cdef BookOut out
+        cdef int code
+        out.slot = -1
+        out.booking = -1
+        code = self._request(s, self._release[base + c], self._release[base + self._pub], t)
+        if not code:
+            code = self._eligible(a, p, sid, s, t)
+        if not code:
+            code = self._allocate(a, p, sid, c, t, hold, &out)
+        self._unqueue_patient(k)
+        tk = &self._tickets[k]
+        tk.served_at = t
+        if (code & 0xFF) == ST_REJECTED:
+            tk.state = K_FAILED
+            tk.reason = <int16_t>(code >> 8)
+            self._event(E_TICKET_FAILED, t, sid, -1, p, a, k)
+        else:
+            tk.state = K_SERVED
+            tk.booking = out.booking
+            self._event(E_TICKET_SERVED, t, sid, out.booking, p, a, k)
+
+    # ------------------------------------------------------------------------
+    # flags, blocks and signals
+
+    cdef void _flag(self, int kind, int32_t key, int reason, int64_t until,
+                    int64_t t) noexcept nogil:
+        """Flag an account (kind 0) or patient (kind 1) until ``until``; log and event."""
+        cdef int64_t* fu
+        cdef int64_t* since
+        cdef bint flagged
+        if kind == 0:
+            fu = &self._accts[key].flag_until
+            since = &self._accts[key].flag_since
+        else:
+            fu = &self._pmarks[key].flag_until
+            since = &self._pmarks[key].flag_since
+        flagged = t < fu[0]
+        if flagged and until <= fu[0]:
+            return
+        fu[0] = until
+        if kind == 0:
+            self._accts[key].flag_reason = <int8_t>reason
+        else:
+            self._pmarks[key].flag_reason = reason
+            self._n_pmarks += 1
+        if not flagged:
+            since[0] = t
+        self._n_marks += 1
+        self._log(t, kind, key, reason, until)
+        self._event(E_FLAGGED, t, -1, -1, key if kind == 1 else -1, key if kind == 0 else -1,
+                    reason)
+
+    cdef inline void _log(self, int64_t t, int kind, int32_t key, int reason,
+                          int64_t until) noexcept nogil:
+        cdef FlagRow row
+        row.at = t
+        row.until = until
+        row.key = key
+        row.kind = <int8_t>kind
+        row.reason = <int8_t>reason
+        se_grow(self._flag_log, 1, 4)
+        self._flag_log.push_back(row)
+
+    cdef void _early_signal(self, int32_t a, int64_t now) noexcept nogil:
+        """Record an early request; early_count of them in the window flag the account."""
+        cdef Account* ac = &self._accts[a]
+        cdef int64_t* times = self._early.data() + <int64_t>a * self._early_count
+        ring_push(times, &ac.n_early, self._early_count, now)
+        if ring_count_after(times, ac.n_early, now - self._early_window) >= self._early_count:
+            ac.n_early = 0
+            self._flag(0, a, FR_EARLY_REQUESTS, now + self._flag_ms, now)
+
+    cdef void _cancel_signal(self, int32_t a, int64_t now) noexcept nogil:
+        """Record a cancellation by the account; enough of them flag it."""
+        cdef Account* ac = &self._accts[a]
+        cdef int64_t* times = self._acancels.data() + <int64_t>a * self._cflag_count
+        ring_push(times, &ac.n_cancels, self._cflag_count, now)
+        if ring_count_after(times, ac.n_cancels, now - self._cflag_window) >= self._cflag_count:
+            ac.n_cancels = 0
+            self._flag(0, a, FR_CANCELLATIONS, now + self._flag_ms, now)
+
+    cdef void _many_patients(self, int32_t a, int64_t now) noexcept nogil:
+        """Flag an unflagged account that booked for patients_flag_count distinct patients."""
+        cdef int64_t cutoff = now - self._pflag_window
+        cdef int32_t b, k, nd = 0
+        cdef const Booking* bk
+        if now < self._accts[a].flag_until:
+            return
+        b = self._acct_hist[a]
+        while b >= 0:
+            bk = &self._bookings[b]
+            if bk.created_at <= cutoff:
+                break
+            for k in range(nd):
+                if self._scratch[k] == bk.patient:
+                    break
+            else:
+                if <size_t>nd >= self._scratch.size():
+                    self._scratch.push_back(bk.patient)
+                else:
+                    self._scratch[nd] = bk.patient
+                nd += 1
+                if nd >= self._pflag_count:
+                    self._flag(0, a, FR_MANY_PATIENTS, now + self._flag_ms, now)
+                    return
+            b = bk.a_prev
+
+    cdef void _rebook(self, int32_t sid, int32_t a, int64_t now) noexcept nogil:
+        """Cancel-then-rebook by another account within rebook_ms flags both accounts."""
+        cdef SessionX* sx = &self._sx[sid]
+        cdef int32_t other = sx.last_cancel_acct
+        if other == a or now - sx.last_cancel_at > self._rebook_ms:
+            return
+        self._flag(0, other, FR_CANCEL_REBOOK, now + self._flag_ms, now)
+        self._flag(0, a, FR_CANCEL_REBOOK, now + self._flag_ms, now)
+        sx.last_cancel_at = 0
+        sx.last_cancel_acct = -1
+        self._sessions[sid].flags &= ~SF_LAST_CANCEL
 
     cdef inline void _prefetch_row(self, int32_t a, int32_t p, int32_t sid) noexcept nogil:
         cdef const Session* s = &self._sessions[sid]
@@ -666,10 +1104,18 @@ cdef class Core:
         cdef int32_t c = self._channel_id(channel)
         cdef int64_t t = self._check_now(now)
         cdef bint h = _truth(hold)
-        cdef int32_t slot0 = -1
-        cdef int32_t bid = -1
-        cdef int code = self._book(a, p, sid, c, t, h, &slot0, &bid)
-        return _result(code, sid, slot0, bid, &self._sessions[sid])
+        cdef BookOut out
+        cdef int code
+        cdef Result r
+        out.slot = -1
+        out.booking = -1
+        out.ticket = -1
+        out.retry = 0
+        code = self._book(a, p, sid, c, t, h, &out)
+        r = _result(code, sid, out.slot, out.booking, &self._sessions[sid])
+        r._ticket = out.ticket
+        r._retry = out.retry
+        return r
 
     def book_many(self, accounts, patients, sessions, channels, nows, hold):
         """``book`` for each row, in order, after validating every row.
@@ -677,7 +1123,7 @@ cdef class Core:
         Columns are int arrays (or sequences) of equal length; ``nows`` must be
         non-decreasing and start at or after ``now``.  Returns numpy arrays
         (status int8, reason int16, slot int32 with 0 for none, booking int64
-        with -1 for none).  The loop runs in C with no Python objects.
+        with -1 for none, ticket int64 with -1 for none, retry_after int64).  The loop runs in C with no Python objects.
         """
         cdef object A = _int_column(accounts, "accounts")
         cdef object P = _int_column(patients, "patients")
@@ -721,11 +1167,15 @@ cdef class Core:
         out_reason = np.empty(n, dtype=np.int16)
         out_slot = np.empty(n, dtype=np.int32)
         out_booking = np.empty(n, dtype=np.int64)
+        out_ticket = np.empty(n, dtype=np.int64)
+        out_retry = np.empty(n, dtype=np.int64)
         cdef int8_t[::1] os = out_status
         cdef int16_t[::1] orr = out_reason
         cdef int32_t[::1] osl = out_slot
         cdef int64_t[::1] ob = out_booking
-        cdef int32_t slot0, bid
+        cdef int64_t[::1] otk = out_ticket
+        cdef int64_t[::1] ort = out_retry
+        cdef BookOut out
         cdef int code
         # Reserve once for the most rows that can succeed (expired holds may
         # free more slots mid-batch; push_back then grows as usual).
@@ -735,6 +1185,9 @@ cdef class Core:
             self._bookings.reserve(self._bookings.size() + room)
         if h and self._timers.size() + room > self._timers.capacity():
             self._timers.reserve(self._timers.size() + room)
+        if (self._cohort_on or self._n_marks) and \
+                self._tickets.size() + n > self._tickets.capacity():
+            self._tickets.reserve(self._tickets.size() + n)
         for i in range(n):
             # Rows hit patients, accounts and sessions at random: prefetch a
             # few rows ahead so their cache misses overlap (about 2x faster).
@@ -744,15 +1197,19 @@ cdef class Core:
             ahead = i + 4
             if ahead < n and self._acct_hist[va[ahead]] >= 0:
                 se_prefetch(&self._bookings[self._acct_hist[va[ahead]]])
-            slot0 = -1
-            bid = -1
+            out.slot = -1
+            out.booking = -1
+            out.ticket = -1
+            out.retry = 0
             code = self._book(<int32_t>va[i], <int32_t>vp[i], <int32_t>vs[i], <int32_t>vc[i],
-                              vt[i], h, &slot0, &bid)
+                              vt[i], h, &out)
             os[i] = <int8_t>(code & 0xFF)
             orr[i] = <int16_t>(code >> 8)
-            osl[i] = slot0 + 1
-            ob[i] = bid
-        return out_status, out_reason, out_slot, out_booking
+            osl[i] = out.slot + 1
+            ob[i] = out.booking
+            otk[i] = out.ticket
+            ort[i] = out.retry
+        return out_status, out_reason, out_slot, out_booking, out_ticket, out_retry
 
     # ------------------------------------------------------------------------
     # lifecycle of an existing booking
@@ -806,6 +1263,11 @@ cdef class Core:
             self._free_slot(b)
             if was_booked:
                 self._record_cancel(bk.patient, t, bk.session, b)
+            self._sx[bk.session].last_cancel_at = t
+            self._sx[bk.session].last_cancel_acct = a
+            self._sessions[bk.session].flags |= SF_LAST_CANCEL
+            if self._cflag_count > 0:
+                self._cancel_signal(a, t)
             code = _code(ST_CANCELLED, R_NONE)
         return self._result_for(code, b)
 
@@ -924,6 +1386,14 @@ cdef class Core:
         self._n_free += cap
         se_grow(self._sessions, 1, 8)
         self._sessions.push_back(ss)
+        cdef SessionX sx
+        sx.cohort_close = 0
+        sx.last_cancel_at = 0
+        sx.last_cancel_acct = -1
+        sx.fair_head = sx.fair_tail = sx.slow_head = sx.slow_tail = -1
+        sx.q_head = sx.q_tail = -1
+        se_grow(self._sx, 1, 8)
+        self._sx.push_back(sx)
         se_grow(self._q_init, self._n_ch, 8)
         se_grow(self._q_left, self._n_ch, 8)
         se_grow(self._release, self._n_ch, 8)
@@ -987,7 +1457,7 @@ cdef class Core:
         self._n_free += k
         self._q_left[<int64_t>sid * self._n_ch + (self._pub if s.flags & SF_ROLLED else c)] += \
             <uint16_t>k
-        self._event(E_CAPACITY_ADDED, t, sid, -1, -1, k)
+        self._event(E_CAPACITY_ADDED, t, sid, -1, -1, -1, k)
         return new_cap
 
     def suspend(self, session, now):
@@ -1013,7 +1483,8 @@ cdef class Core:
                     bk.changed_at = t
                     bk.flags |= F_SUSPENDED
                     self._live_remove(bk.patient, b)
-                    self._event(E_BOOKING_CANCELLED, t, sid, b, bk.patient, R_SESSION_SUSPENDED)
+                    self._event(E_BOOKING_CANCELLED, t, sid, b, bk.patient, bk.account,
+                                R_SESSION_SUSPENDED)
                     affected += 1
                     self._slot_put(s, i, SB_CANCELLED)
             else:
@@ -1021,7 +1492,7 @@ cdef class Core:
         for c in range(self._n_ch):
             self._q_left[<int64_t>sid * self._n_ch + c] = 0
         s.flags |= SF_SUSPENDED
-        self._event(E_SESSION_SUSPENDED, t, sid, -1, -1, affected)
+        self._event(E_SESSION_SUSPENDED, t, sid, -1, -1, -1, affected)
         return affected
 
     def block_slot(self, session, slot_no, now):
@@ -1067,14 +1538,23 @@ cdef class Core:
         self._patients.resize(k, blank)
         self._strikes.resize(k * self._n_ban, 0)
         self._cancels.resize(k * self._cancel_strikes, 0)
+        cdef Mark m
+        memset(&m, 0, sizeof(Mark))
+        self._pmarks.resize(k, m)
+        self._p_tq.resize(k, -1)
 
     def ensure_accounts(self, n):
         """Make room for account ids ``< n`` (never shrinks).  O(new accounts)."""
         cdef int64_t k = _int(n, "n")
         if k < 0 or k > MAX_ID:
             raise InvalidArgument(f"n={k} is outside 0..{MAX_ID}")
+        cdef Account blank
         if k > <int64_t>self._acct_hist.size():
             self._acct_hist.resize(k, -1)
+            memset(&blank, 0, sizeof(Account))
+            self._accts.resize(k, blank)
+            self._early.resize(k * self._early_count, 0)
+            self._acancels.resize(k * self._cflag_count, 0)
 
     def mark_known(self, patient, hospital, now):
         """``(patient, hospital)`` becomes known (a registered, returning patient).  O(1)."""
@@ -1091,19 +1571,170 @@ cdef class Core:
         self._advance(self._check_now(now))
 
     def drain_events(self):
-        """Events since the last drain, as ``(kind, at, session, booking, patient, detail)``."""
-        out = [(e.kind, e.at, e.session, e.booking, e.patient, e.detail) for e in self._events]
+        """Events since the last drain, as ``(kind, at, session, booking, patient, account,
+        detail)``."""
+        out = [(e.kind, e.at, e.session, e.booking, e.patient, e.account, e.detail)
+               for e in self._events]
         self._events.clear()
         return out
 
+    def drain_events_array(self):
+        """Events since the last drain as a dict of int64 numpy arrays (``kind``, ``at``,
+        ``session``, ``booking``, ``patient``, ``account``, ``detail``); clears them.  O(n) in C."""
+        cdef Py_ssize_t n = self._events.size(), i
+        cols = {name: np.empty(n, dtype=np.int64) for name in
+                ("kind", "at", "session", "booking", "patient", "account", "detail")}
+        cdef int64_t[::1] ck = cols["kind"]
+        cdef int64_t[::1] ca = cols["at"]
+        cdef int64_t[::1] cs = cols["session"]
+        cdef int64_t[::1] cb = cols["booking"]
+        cdef int64_t[::1] cp = cols["patient"]
+        cdef int64_t[::1] cacc = cols["account"]
+        cdef int64_t[::1] cd = cols["detail"]
+        cdef const Event* e
+        with nogil:
+            for i in range(n):
+                e = &self._events[i]
+                ck[i] = e.kind
+                ca[i] = e.at
+                cs[i] = e.session
+                cb[i] = e.booking
+                cp[i] = e.patient
+                cacc[i] = e.account
+                cd[i] = e.detail
+        self._events.clear()
+        return cols
+
+    # ------------------------------------------------------------------------
+    # flags, blocks, tickets (host commands)
+
+    cdef int32_t _key(self, int64_t kind, object key) except -1:
+        """Validate a (kind, key) pair: kind 0 = account, 1 = patient."""
+        if kind != 0 and kind != 1:
+            raise InvalidArgument(f"kind={kind} must be 0 (account) or 1 (patient)")
+        return self._account_id(key) if kind == 0 else self._patient_id(key)
+
+    def flag(self, kind, key, reason, until, now):
+        """Flag an account (kind 0) or patient (kind 1) with HOST or BLACKLIST until ``until``."""
+        cdef int64_t kd = _int(kind, "kind")
+        cdef int32_t k = self._key(kd, key)
+        cdef int64_t r = _int(reason, "reason")
+        if r != FR_HOST and r != FR_BLACKLIST:
+            raise InvalidArgument(f"reason={r} must be HOST or BLACKLIST")
+        cdef int64_t u = _time(until, "until")
+        cdef int64_t t = self._check_now(now)
+        if u <= t:
+            raise InvalidArgument(f"until={u} must be after now={t}")
+        self._advance(t)
+        self._flag(<int>kd, k, <int>r, u, t)
+
+    def unflag(self, kind, key, now):
+        """End a flag now; returns whether the key was flagged."""
+        cdef int64_t kd = _int(kind, "kind")
+        cdef int32_t k = self._key(kd, key)
+        cdef int64_t t = self._check_now(now)
+        cdef int64_t* fu
+        self._advance(t)
+        fu = &self._accts[k].flag_until if kd == 0 else &self._pmarks[k].flag_until
+        if not t < fu[0]:
+            return False
+        fu[0] = t
+        self._log(t, <int>kd, k, 0, t)
+        self._event(E_UNFLAGGED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+        return True
+
+    def block(self, kind, key, until, now):
+        """Block an account or patient until ``until`` (the longer block wins)."""
+        cdef int64_t kd = _int(kind, "kind")
+        cdef int32_t k = self._key(kd, key)
+        cdef int64_t u = _time(until, "until")
+        cdef int64_t t = self._check_now(now)
+        cdef int64_t* bu
+        if u <= t:
+            raise InvalidArgument(f"until={u} must be after now={t}")
+        self._advance(t)
+        bu = &self._accts[k].blocked_until if kd == 0 else &self._pmarks[k].blocked_until
+        if u > bu[0]:
+            bu[0] = u
+        self._n_marks += 1
+        if kd == 1:
+            self._n_pmarks += 1
+        self._log(t, <int>kd, k, -1, u)
+        self._event(E_BLOCKED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+
+    def unblock(self, kind, key, now):
+        """End a block now; returns whether the key was blocked."""
+        cdef int64_t kd = _int(kind, "kind")
+        cdef int32_t k = self._key(kd, key)
+        cdef int64_t t = self._check_now(now)
+        cdef int64_t* bu
+        self._advance(t)
+        bu = &self._accts[k].blocked_until if kd == 0 else &self._pmarks[k].blocked_until
+        if not t < bu[0]:
+            return False
+        bu[0] = 0
+        self._event(E_UNBLOCKED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+        return True
+
+    def import_blacklist(self, kinds, keys, untils, now):
+        """Flag each row ``(kind, key, until)`` with BLACKLIST, in order, after checking all."""
+        cdef object K = _int_column(kinds, "kinds")
+        cdef object Y = _int_column(keys, "keys")
+        cdef object U = _int_column(untils, "untils")
+        cdef Py_ssize_t n = K.shape[0], i
+        if Y.shape[0] != n or U.shape[0] != n:
+            raise InvalidArgument("import_blacklist columns must have equal lengths")
+        cdef const int64_t[::1] vk = K
+        cdef const int64_t[::1] vy = Y
+        cdef const int64_t[::1] vu = U
+        for i in range(n):
+            if vk[i] != 0 and vk[i] != 1:
+                raise InvalidArgument(f"kinds[{i}]={vk[i]} must be 0 (account) or 1 (patient)")
+            if vk[i] == 0 and not 0 <= vy[i] < <int64_t>self._acct_hist.size():
+                raise UnknownAccount(f"unknown account {vy[i]} (row {i})")
+            if vk[i] == 1 and not 0 <= vy[i] < <int64_t>self._patients.size():
+                raise UnknownPatient(f"unknown patient {vy[i]} (row {i})")
+            if not 0 <= vu[i] <= MAX_MS:
+                raise InvalidArgument(f"untils[{i}]={vu[i]} is outside 0..{MAX_MS} milliseconds")
+        cdef int64_t t = self._check_now(now)
+        for i in range(n):
+            if vu[i] <= t:
+                raise InvalidArgument(f"untils[{i}]={vu[i]} must be after now={t}")
+        self._advance(t)
+        for i in range(n):
+            self._flag(<int>vk[i], <int32_t>vy[i], FR_BLACKLIST, vu[i], t)
+
+    cdef int32_t _ticket_id(self, object x) except -1:
+        cdef int64_t v = _id(x, "ticket")
+        if v < 0 or v >= <int64_t>self._tickets.size():
+            raise UnknownTicket(f"unknown ticket {v}")
+        return <int32_t>v
+
+    def cancel_ticket(self, ticket, account, now):
+        """Withdraw a QUEUED ticket (owner only); it is skipped when its turn comes."""
+        cdef int32_t k = self._ticket_id(ticket)
+        cdef int32_t a = self._account_id(account)
+        cdef int64_t t = self._check_now(now)
+        cdef Ticket* tk
+        cdef int code
+        cdef Result r
+        self._advance(t)
+        tk = &self._tickets[k]
+        if tk.account != a:
+            code = _code(ST_REJECTED, R_NOT_OWNER)
+        elif tk.state != K_QUEUED:
+            code = _code(ST_REJECTED, R_NOT_ACTIVE)
+        else:
+            tk.state = K_CANCELLED
+            self._unqueue_patient(k)
+            code = _code(ST_CANCELLED, R_NONE)
+        r = _result(code, self._tickets[k].session, -1, -1, NULL)
+        r._ticket = k
+        return r
+
     def rng_next(self):
         """Advance the splitmix64 generator and return its next 64-bit output."""
-        cdef uint64_t z
-        self._rng += 0x9E3779B97F4A7C15ULL
-        z = self._rng
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-        return z ^ (z >> 31)
+        return rng_step(&self._rng)
 
     # ------------------------------------------------------------------------
     # introspection (no state change, no timers)
@@ -1128,6 +1759,71 @@ cdef class Core:
     @property
     def n_accounts(self):
         return self._acct_hist.size()
+
+    @property
+    def n_tickets(self):
+        return self._tickets.size()
+
+    cdef tuple _ticket_tuple(self, int32_t k):
+        cdef const Ticket* tk = &self._tickets[k]
+        return (tk.session, tk.patient, tk.account, tk.channel, bool(tk.hold), tk.lane,
+                tk.submitted_at, tk.state, tk.draw, tk.cohort_size, tk.served_at, tk.booking,
+                tk.reason)
+
+    cdef tuple _account_tuple(self, int32_t a):
+        cdef const Account* ac = &self._accts[a]
+        cdef const int64_t* er = self._early.data() + <int64_t>a * self._early_count
+        cdef const int64_t* cr = self._acancels.data() + <int64_t>a * self._cflag_count
+        return (ac.flag_until, ac.flag_reason, ac.flag_since, ac.blocked_until, ac.tat,
+                tuple([er[k] for k in range(ac.n_early)]),
+                tuple([cr[k] for k in range(ac.n_cancels)]))
+
+    cdef tuple _pflags_tuple(self, int32_t p):
+        cdef const Mark* m = &self._pmarks[p]
+        return (m.flag_until, m.flag_reason, m.flag_since, m.blocked_until)
+
+    def ticket_info(self, ticket):
+        """``(session, patient, account, channel, hold, lane, submitted_at, state, draw,
+        cohort_size, served_at, booking, reason)``."""
+        return self._ticket_tuple(self._ticket_id(ticket))
+
+    def position(self, ticket):
+        """``(state, ahead, draw, cohort_size)``; ``ahead`` is -1 while the ticket's cohort
+        is collecting or when it is not QUEUED.  O(queue length)."""
+        cdef int32_t k = self._ticket_id(ticket)
+        cdef const Ticket* tk = &self._tickets[k]
+        cdef int64_t ahead = -1
+        cdef int32_t j
+        if tk.state == K_QUEUED:
+            if tk.where == W_QUEUE:
+                ahead = 0
+                j = self._sx[tk.session].q_head
+                while j >= 0 and j != k:
+                    if self._tickets[j].state == K_QUEUED:
+                        ahead += 1
+                    j = self._tickets[j].next
+            elif tk.where == W_NONE:
+                ahead = 0
+        return (tk.state, ahead, tk.draw, tk.cohort_size)
+
+    def account_info(self, account):
+        """``(flag_until, flag_reason, flag_since, blocked_until, tat, early, cancels)``."""
+        return self._account_tuple(self._account_id(account))
+
+    def patient_flags(self, patient):
+        """``(flag_until, flag_reason, flag_since, blocked_until)``."""
+        return self._pflags_tuple(self._patient_id(patient))
+
+    def flag_log(self):
+        """Every flag, unflag and block as ``(at, kind, key, reason, until)``, in order."""
+        return [(r.at, r.kind, r.key, r.reason, r.until) for r in self._flag_log]
+
+    cdef list _list_from(self, int32_t k):
+        out = []
+        while k >= 0:
+            out.append(k)
+            k = self._tickets[k].next
+        return out
 
     def session_counts(self, session):
         """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked).
@@ -1188,7 +1884,7 @@ cdef class Core:
 
     def dump(self):
         """The canonical plain-Python state (layout in reference.py's docstring).  O(state)."""
-        cdef int32_t sid, b, p, c
+        cdef int32_t sid, b, p, c, a, k
         cdef int64_t base, i
         cdef const Session* s
         sessions = []
@@ -1208,6 +1904,12 @@ cdef class Core:
                 "slot_states": [self._slot_state(s, i) for i in range(s.capacity)],
                 "slot_bookings": [max(self._slot_bk[s.slot_off + i], -1)
                                   for i in range(s.capacity)],
+                "collecting": bool(s.flags & SF_COLLECTING),
+                "cohort_close": self._sx[sid].cohort_close,
+                "cohort": (self._list_from(self._sx[sid].fair_head)
+                           + self._list_from(self._sx[sid].slow_head)),
+                "queue": self._list_from(self._sx[sid].q_head),
+                "last_cancel": (self._sx[sid].last_cancel_at, self._sx[sid].last_cancel_acct),
             })
         return {
             "now": self._now,
@@ -1215,10 +1917,14 @@ cdef class Core:
             "seq": self._seq,
             "sessions": sessions,
             "bookings": [self._booking_tuple(b) for b in range(<int32_t>self._bookings.size())],
-            "patients": [self._patient_tuple(p) for p in range(<int32_t>self._patients.size())],
+            "patients": [self._patient_tuple(p) + self._pflags_tuple(p)
+                         for p in range(<int32_t>self._patients.size())],
+            "accounts": [self._account_tuple(a) for a in range(<int32_t>self._accts.size())],
+            "tickets": [self._ticket_tuple(k) for k in range(<int32_t>self._tickets.size())],
+            "flag_log": self.flag_log(),
             "known": self._known_pairs(),
             "timers": sorted([(t.due, t.seq, t.kind, t.id) for t in self._timers]),
-            "events": [(e.kind, e.at, e.session, e.booking, e.patient, e.detail)
+            "events": [(e.kind, e.at, e.session, e.booking, e.patient, e.account, e.detail)
                        for e in self._events],
         }
 
@@ -1248,6 +1954,7 @@ cdef class Core:
         """
         out = {
             "sessions": self._sessions.capacity() * sizeof(Session)
+            + self._sx.capacity() * sizeof(SessionX)
             + self._q_init.capacity() * sizeof(uint16_t)
             + self._q_left.capacity() * sizeof(uint16_t)
             + self._release.capacity() * sizeof(int64_t),
@@ -1258,7 +1965,14 @@ cdef class Core:
             + self._strikes.capacity() * sizeof(int64_t)
             + self._cancels.capacity() * sizeof(int64_t),
             "accounts": self._acct_hist.capacity() * sizeof(int32_t)
-            + self._scratch.capacity() * sizeof(int32_t),
+            + self._scratch.capacity() * sizeof(int32_t)
+            + self._accts.capacity() * sizeof(Account)
+            + (self._early.capacity() + self._acancels.capacity()) * sizeof(int64_t),
+            "risk": self._pmarks.capacity() * sizeof(Mark)
+            + self._p_tq.capacity() * sizeof(int32_t)
+            + self._flag_log.capacity() * sizeof(FlagRow),
+            "tickets": self._tickets.capacity() * sizeof(Ticket)
+            + self._shuf.capacity() * sizeof(int32_t),
             "timers": self._timers.capacity() * sizeof(Timer),
             "events": self._events.capacity() * sizeof(Event),
             "known": self._known.capacity() * sizeof(uint64_t),
@@ -1350,6 +2064,86 @@ cdef class Core:
                 assert <int32_t>((self._known[i] - 1) & 0xFFFFFFFF) != self._patients[p].known1
         assert k == self._n_known and k * 2 <= <int64_t>self._known.size() + 1, "known set size"
         for i in range(<int32_t>self._timers.size()):
-            assert 0 <= self._timers[i].seq < self._seq and 1 <= self._timers[i].kind <= 3
+            assert 0 <= self._timers[i].seq < self._seq and 1 <= self._timers[i].kind <= 6
             if i:
                 assert not timer_before(self._timers[i], self._timers[(i - 1) >> 1]), "heap order"
+        self._check_tickets()
+
+    cdef _check_tickets(self):
+        """Tickets against the cohort lists, drain queues and patients' queued lists."""
+        cdef int64_t nt = self._tickets.size(), n_q = 0, n_tq = 0
+        cdef int32_t sid, k, p, j, lst
+        cdef int32_t heads[3]
+        cdef uint8_t wh[3]
+        cdef const Ticket* tk
+        cdef const SessionX* sx
+        cdef vector[int8_t] seen
+        cdef bint drain_pending
+        seen.resize(nt, 0)
+        assert <int64_t>self._sx.size() == <int64_t>self._sessions.size()
+        assert self._accts.size() == self._acct_hist.size()
+        assert self._pmarks.size() == self._patients.size() == self._p_tq.size()
+        for sid in range(<int32_t>self._sessions.size()):
+            sx = &self._sx[sid]
+            heads[0] = sx.fair_head
+            heads[1] = sx.slow_head
+            heads[2] = sx.q_head
+            wh[0] = W_FAIR
+            wh[1] = W_SLOW
+            wh[2] = W_QUEUE
+            collecting = bool(self._sessions[sid].flags & SF_COLLECTING)
+            if not collecting:
+                assert sx.fair_head < 0 and sx.slow_head < 0, f"session {sid}: stale cohort"
+            assert bool(self._sessions[sid].flags & SF_QUEUE) == (sx.q_head >= 0)
+            assert bool(self._sessions[sid].flags & SF_LAST_CANCEL) == (sx.last_cancel_acct >= 0)
+            for lst in range(3):
+                k = heads[lst]
+                j = -1
+                while k >= 0:
+                    assert 0 <= k < nt, f"session {sid}: bad ticket {k} in a list"
+                    assert not seen[k], f"ticket {k} is in two queues"
+                    seen[k] = 1
+                    tk = &self._tickets[k]
+                    assert tk.session == sid and tk.where == wh[lst], f"ticket {k}: wrong list"
+                    if lst < 2:
+                        assert tk.draw == -1 and tk.lane == lst
+                    j = k
+                    k = tk.next
+                if lst == 0:
+                    assert j == sx.fair_tail
+                elif lst == 1:
+                    assert j == sx.slow_tail
+                else:
+                    assert j == sx.q_tail
+            if self._gap > 0 and sx.q_head >= 0:
+                assert self._sessions[sid].flags & SF_DRAIN, f"session {sid}: queue not drained"
+        for k in range(<int32_t>nt):
+            tk = &self._tickets[k]
+            assert K_QUEUED <= tk.state <= K_CANCELLED
+            assert 0 <= tk.session < <int64_t>self._sessions.size()
+            if tk.where != W_NONE:
+                assert seen[k], f"ticket {k}: says it is on a list it is not on"
+            if tk.state == K_QUEUED:
+                n_q += 1
+                assert tk.served_at == -1 and tk.booking == -1
+                if tk.where == W_NONE:
+                    assert tk.lane == 1 and tk.draw == -1, f"ticket {k}: lost its queue"
+            elif tk.state == K_SERVED:
+                assert 0 <= tk.booking < <int64_t>self._bookings.size()
+                assert self._bookings[tk.booking].patient == tk.patient
+            else:
+                assert tk.booking == -1
+            if tk.draw >= 0:
+                assert tk.draw < tk.cohort_size
+            pos = self.position(k)
+            assert pos[1] >= -1, "ahead is negative"
+        for p in range(<int32_t>self._patients.size()):
+            k = self._p_tq[p]
+            while k >= 0:
+                tk = &self._tickets[k]
+                assert tk.patient == p and tk.state == K_QUEUED, \
+                    f"patient {p}: queued list holds ticket {k} in state {tk.state}"
+                n_tq += 1
+                assert n_tq <= n_q, "queued lists too long (a cycle?)"
+                k = tk.p_next
+        assert n_tq == n_q == self._n_queued, "queued lists do not hold exactly the QUEUED tickets"

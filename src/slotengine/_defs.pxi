@@ -26,6 +26,7 @@ cdef extern from *:
 cdef enum:
     ST_BOOKED = 1
     ST_HELD = 2
+    ST_QUEUED = 3
     ST_REJECTED = 5
     ST_CANCELLED = 6
     ST_ARRIVED = 7
@@ -41,6 +42,9 @@ cdef enum:
     R_PATIENT_LIMIT = 204
     R_ACCOUNT_PATIENT_LIMIT = 205
     R_FIRST_VISIT_EXPERT = 206
+    R_DUPLICATE_TICKET = 207
+    R_BLOCKED = 301
+    R_THROTTLED = 302
     R_FULL = 401
     R_QUOTA_EXHAUSTED = 402
     R_NOT_OWNER = 601
@@ -76,11 +80,41 @@ cdef enum:  # EventKind
     E_SESSION_SUSPENDED = 5
     E_BOOKING_CANCELLED = 6
     E_CAPACITY_ADDED = 7
+    E_FLAGGED = 8
+    E_UNFLAGGED = 9
+    E_BLOCKED = 10
+    E_UNBLOCKED = 11
+    E_COHORT_DRAWN = 12
+    E_TICKET_SERVED = 13
+    E_TICKET_FAILED = 14
 
 cdef enum:  # timer kinds, as in dump()['timers']
     T_HOLD_EXPIRE = 1
     T_ROLLOVER = 2
     T_SESSION_END = 3
+    T_COHORT_CLOSE = 4   # id = session
+    T_DRAIN = 5          # id = session
+    T_SLOW_SERVE = 6     # id = ticket
+
+cdef enum:  # TicketState
+    K_QUEUED = 1
+    K_SERVED = 2
+    K_FAILED = 3
+    K_CANCELLED = 4
+
+cdef enum:  # FlagReason
+    FR_HOST = 1
+    FR_BLACKLIST = 2
+    FR_EARLY_REQUESTS = 3
+    FR_CANCELLATIONS = 4
+    FR_MANY_PATIENTS = 5
+    FR_CANCEL_REBOOK = 6
+
+cdef enum:  # Ticket.where: which list holds a ticket
+    W_NONE = 0       # no list (a slow-lane ticket waiting for SLOW_SERVE)
+    W_FAIR = 1       # the collecting cohort's fair list
+    W_SLOW = 2       # the collecting cohort's slow list
+    W_QUEUE = 3      # the session's drain queue (until a drain passes it)
 
 cdef enum:  # Booking.flags
     F_HOLD = 1        # booked as a hold: hold_until = created_at + hold_ms
@@ -129,6 +163,10 @@ cdef enum:  # Session.flags
     SF_ROLLED = 1
     SF_SUSPENDED = 2
     SF_CLOSED = 4
+    SF_COLLECTING = 8     # a cohort is open (SessionX lists)
+    SF_QUEUE = 16         # the drain queue has entries from its head on
+    SF_DRAIN = 32         # a DRAIN timer is pending
+    SF_LAST_CANCEL = 64   # SessionX.last_cancel_* is set
 
 
 cdef struct Booking:
@@ -179,6 +217,72 @@ cdef struct Event:
     int32_t session
     int32_t booking
     int32_t patient
+    int32_t account
+
+
+cdef struct Account:
+    # 40 bytes: flag and block state and the GCRA theoretical arrival time;
+    # the early and cancel rings live in Core._early / Core._acancels with
+    # strides early_count / cancel_flag_count, oldest first.
+    int64_t flag_until
+    int64_t flag_since
+    int64_t blocked_until
+    int64_t tat
+    uint16_t n_early
+    uint16_t n_cancels
+    int8_t flag_reason
+
+
+cdef struct Mark:
+    # 32 bytes: a patient's flag and block state (Core._pmarks).
+    int64_t flag_until
+    int64_t flag_since
+    int64_t blocked_until
+    int32_t flag_reason
+
+
+cdef struct Ticket:
+    # 56 bytes.  A ticket sits on at most one list (where): the cohort's fair
+    # or slow list or the drain queue, linked through next; QUEUED tickets are
+    # also on their patient's queued list, linked through p_next.
+    int64_t submitted_at
+    int64_t served_at
+    int32_t session
+    int32_t patient
+    int32_t account
+    int32_t booking
+    int32_t draw
+    int32_t cohort_size
+    int32_t next
+    int32_t p_next
+    int16_t reason
+    uint8_t channel
+    uint8_t state
+    uint8_t hold
+    uint8_t lane
+    uint8_t where
+
+
+cdef struct SessionX:
+    # 56 bytes per session: cohort, drain queue and last cancel.  Read only
+    # when the session's flags say so (SF_COLLECTING, SF_QUEUE, SF_LAST_CANCEL).
+    int64_t cohort_close
+    int64_t last_cancel_at
+    int32_t last_cancel_acct
+    int32_t fair_head
+    int32_t fair_tail
+    int32_t slow_head
+    int32_t slow_tail
+    int32_t q_head
+    int32_t q_tail
+
+
+cdef struct FlagRow:
+    int64_t at
+    int64_t until
+    int32_t key
+    int8_t kind
+    int8_t reason
 
 
 # -- argument conversion (raise before any state changes) ----------------------
@@ -260,3 +364,11 @@ cdef object _int_column(object x, str name):
     elif kind != "i":
         raise InvalidType(f"{name} must hold ints, not {a.dtype}")
     return np.ascontiguousarray(a, dtype=np.int64)
+
+
+cdef struct BookOut:
+    # What one book (or serve) hands back besides its packed code.
+    int64_t ticket        # -1 when none
+    int64_t retry         # retry_after ms, 0 when none
+    int32_t slot          # 0-based, -1 when none
+    int32_t booking       # -1 when none

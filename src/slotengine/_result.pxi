@@ -30,6 +30,8 @@ cdef class Result:
     cdef int64_t _booking    # -1 when none
     cdef int64_t _start      # window start (valid when _slot != 0)
     cdef int64_t _slot_ms
+    cdef int64_t _ticket     # -1 when none
+    cdef int64_t _retry      # retry_after ms, 0 when none
 
     @property
     def status(self):
@@ -65,8 +67,13 @@ cdef class Result:
 
     @property
     def ticket(self):
-        """Fair-release ticket; None until fair release exists."""
-        return None
+        """The ticket id of a queued request (or of cancel_ticket), else None."""
+        return self._ticket if self._ticket >= 0 else None
+
+    @property
+    def retry_after(self):
+        """Milliseconds until a THROTTLED account is admitted again (0 otherwise)."""
+        return self._retry
 
     @property
     def ok(self):
@@ -92,10 +99,12 @@ cdef class Result:
         parts = [f"status={self.status.name}"]
         if self._reason != R_NONE:
             parts.append(f"reason={self.reason.name}")
-        for name in ("session", "slot", "booking", "window"):
+        for name in ("session", "slot", "booking", "window", "ticket"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value!r}")
+        if self._retry:
+            parts.append(f"retry_after={self._retry}")
         return f"Result({', '.join(parts)})"
 
 
@@ -107,6 +116,8 @@ cdef inline Result _result(int code, int32_t session, int32_t slot0, int64_t boo
     r._reason = code >> 8
     r._session = session
     r._booking = booking
+    r._ticket = -1
+    r._retry = 0
     if slot0 >= 0:
         r._slot = slot0 + 1
         r._start = s.starts_at + slot0 * s.slot_ms

@@ -30,12 +30,16 @@ from .errors import (
     UnknownChannel,
     UnknownPatient,
     UnknownSession,
+    UnknownTicket,
 )
-from .outcomes import BookingState, EventKind, Reason, SlotState, Status, Tier
+from .outcomes import BookingState, EventKind, FlagReason, Reason, SlotState, Status, Tier, TicketState
 from .policy import Policy
 from .times import DAY, MAX_MS, MINUTE, from_ms, to_ms
 
-__all__ = ["Engine", "Event", "BookingInfo", "SessionInfo", "SlotCounts", "BatchResult"]
+__all__ = ["Engine", "Event", "BookingInfo", "SessionInfo", "SlotCounts", "BatchResult",
+           "TicketInfo", "TicketPosition", "RiskInfo", "FlagRecord"]
+_KINDS = {"account": 0, "patient": 1}
+_HOST_REASONS = {"host": FlagReason.HOST, "blacklist": FlagReason.BLACKLIST}
 
 _BACKENDS = ("core", "reference")
 
@@ -72,6 +76,8 @@ class BatchResult(NamedTuple):
     reason: np.ndarray  # int16, Reason codes
     slot: np.ndarray  # int32, slot number, 0 when none
     booking: np.ndarray  # int64, booking id, -1 when none
+    ticket: np.ndarray  # int64, ticket id when QUEUED, else -1
+    retry_after: np.ndarray  # int64, ms to wait when THROTTLED, else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +89,63 @@ class Event:
     session: str | None
     booking: int | None
     patient: str | None
+    account: str | None
     detail: int
+
+
+@dataclass(frozen=True, slots=True)
+class TicketInfo:
+    """A queued request: where it came from, its lottery draw and how it ended."""
+
+    id: int
+    session: str
+    patient: str
+    account: str
+    channel: str
+    hold: bool
+    lane: str  # "fair" or "slow"
+    submitted_at: int
+    state: TicketState
+    draw: int | None  # 0-based rank in its cohort's lottery
+    cohort_size: int
+    served_at: int | None
+    booking: int | None
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class TicketPosition:
+    """Where a ticket stands: ``ahead`` only ever goes down."""
+
+    state: TicketState
+    ahead: int | None  # None while its cohort is still collecting or once it left the queue
+    draw: int | None
+    cohort_size: int
+    estimate_ms: int | None  # engine-time estimate until it is served
+
+
+@dataclass(frozen=True, slots=True)
+class RiskInfo:
+    """An account's or patient's standing: flag (slow lane) and block."""
+
+    flagged_until: int
+    flag_reason: FlagReason | None
+    flag_source: str | None  # "host" or "rule"
+    flagged_since: int
+    blocked_until: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlagRecord:
+    """One line of the audit log of flags, unflags and blocks."""
+
+    at: int
+    kind: str  # "account" or "patient"
+    key: str
+    action: str  # "flag", "unflag" or "block"
+    reason: FlagReason | None
+    until: int
+    note: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +268,9 @@ class Engine:
         self.policy = policy
         self.seed = seed
         self.backend = backend
-        self._core = _backend_class(backend)(policy.compile(), seed)
+        self._core_policy = policy.compile()
+        self._core = _backend_class(backend)(self._core_policy, seed)
+        self._notes: dict[tuple[int, int, int], str] = {}  # host notes on flags, by (at, kind, key)
         self._tz = timezone(timedelta(minutes=policy.utc_offset_minutes))
         self._channels = {name: i for i, name in enumerate(policy.channels)}
         self._public = self._channels[policy.public_channel]
@@ -446,8 +510,7 @@ class Engine:
             nows = np.full(n, to_ms(now), dtype=np.int64)
         if hold is not False and hold is not True:
             raise InvalidType(f"hold must be a bool, not {type(hold).__name__}")
-        status, reason, slot, booking = self._core.book_many(acc, pat, ses, chan, nows, hold)
-        return BatchResult(status, reason, slot, booking)
+        return BatchResult(*self._core.book_many(acc, pat, ses, chan, nows, hold))
 
     def intern_accounts(self, names: Iterable[str]) -> np.ndarray:
         """Dense int ids for account names, registering new ones (for ``book_many``)."""
@@ -512,24 +575,188 @@ class Engine:
         for h in hospitals:
             self._core.mark_known(p, self._hospitals.intern(h), t)
 
-    def advance(self, now: object) -> list[Event]:
+    def advance(self, now: object, *, drain: bool = True) -> list[Event]:
         """Run everything time-driven up to ``now``; return the events since the last call.
 
         Hold expiry, quota roll-over and no-show marking also run at the start
         of every command, so outcomes never depend on how often this is
-        called; ``advance`` is how the host collects the events.
+        called; ``advance`` is how the host collects the events.  With
+        ``drain=False`` the events stay pending (for ``events_array()`` after a
+        rush with millions of them) and the result is ``[]``.
         """
+        if drain is not False and drain is not True:
+            raise InvalidType(f"drain must be a bool, not {type(drain).__name__}")
         self._core.advance(self._time(now))
-        return self.events()
+        return self.events() if drain else []
 
     def events(self) -> list[Event]:
         """Drain the events produced since the last call (without moving the clock)."""
         out = []
-        ses, pat = self._sessions.names, self._patients.names
-        for kind, at, s, b, p, detail in self._core.drain_events():
+        ses, pat, acc = self._sessions.names, self._patients.names, self._accounts.names
+        for kind, at, s, b, p, a, detail in self._core.drain_events():
             out.append(Event(EventKind(kind), at, ses[s] if s >= 0 else None,
-                             b if b >= 0 else None, pat[p] if p >= 0 else None, detail))
+                             b if b >= 0 else None, pat[p] if p >= 0 else None,
+                             acc[a] if a >= 0 else None, detail))
         return out
+
+    def events_array(self) -> dict[str, np.ndarray]:
+        """Drain the events as numpy arrays of dense ids (for rushes with millions of events).
+
+        Keys: ``kind, at, session, booking, patient, account, detail``; -1 means none.
+        """
+        return self._core.drain_events_array()
+
+    # -- fair release, slow lane, flags ---------------------------------------
+
+    def _party(self, account: object, patient: object) -> tuple[int, int, str]:
+        """(kind, dense id, name) of exactly one of account= / patient=."""
+        if (account is None) == (patient is None):
+            raise InvalidArgument("name exactly one of account= or patient=")
+        if account is not None:
+            return 0, self._known(self._accounts, account, UnknownAccount), str(account)
+        return 1, self._known(self._patients, patient, UnknownPatient), str(patient)
+
+    def flag(self, *, account: str | None = None, patient: str | None = None,
+             until: object, reason: str = "host", note: str | None = None,
+             now: object = None) -> None:
+        """Put an account or a patient in the slow lane until ``until`` (auditable).
+
+        ``reason`` is ``"host"`` or ``"blacklist"``; policy rules flag on their
+        own.  A flag never shortens an existing one.
+        """
+        kind, key, name = self._party(account, patient)
+        code = self._host_reason(reason)
+        if note is not None and type(note) is not str:
+            raise InvalidType("note must be a str")
+        t = self._time_or_now(now)
+        u = to_ms(until, "until")
+        if u <= t:
+            raise InvalidArgument("until must be later than now")
+        self._core.flag(kind, key, int(code), u, t)
+        if note is not None:
+            self._notes[(t, kind, key)] = note
+
+    def _host_reason(self, reason: object) -> FlagReason:
+        if type(reason) is not str:
+            raise InvalidType(f"reason must be 'host' or 'blacklist', not {type(reason).__name__}")
+        if reason not in _HOST_REASONS:
+            raise InvalidArgument(f"reason must be 'host' or 'blacklist', not {reason!r}")
+        return _HOST_REASONS[reason]
+
+    def unflag(self, *, account: str | None = None, patient: str | None = None,
+               now: object = None) -> bool:
+        """Take an account or patient out of the slow lane; False if it was not flagged."""
+        kind, key, _ = self._party(account, patient)
+        done = self._core.unflag(kind, key, self._time_or_now(now))
+        return bool(done)
+
+    def block(self, *, account: str | None = None, patient: str | None = None,
+              until: object, now: object = None) -> None:
+        """Refuse every request of an account or patient (reason BLOCKED) until ``until``."""
+        kind, key, _ = self._party(account, patient)
+        t = self._time_or_now(now)
+        u = to_ms(until, "until")
+        if u <= t:
+            raise InvalidArgument("until must be later than now")
+        self._core.block(kind, key, u, t)
+
+    def unblock(self, *, account: str | None = None, patient: str | None = None,
+                now: object = None) -> bool:
+        """Lift a block; False if there was none."""
+        kind, key, _ = self._party(account, patient)
+        done = self._core.unblock(kind, key, self._time_or_now(now))
+        return bool(done)
+
+    def import_blacklist(self, rows: Iterable[tuple[str, str, object]], *,
+                         now: object = None) -> int:
+        """Flag every ``(kind, id, until)`` row of a shared blacklist (kind "account"/"patient").
+
+        Unknown ids are registered: a blacklist names identities the platform
+        may not have seen yet.  Returns the number of rows.
+        """
+        if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
+            raise InvalidType("rows must be an iterable of (kind, id, until)")
+        t = self._time_or_now(now)
+        checked = []
+        for row in rows:
+            if not isinstance(row, (tuple, list)) or len(row) != 3:
+                raise InvalidArgument(f"blacklist row {row!r} is not (kind, id, until)")
+            kind, name, until = row
+            if kind not in _KINDS:
+                raise InvalidArgument(f"blacklist kind must be 'account' or 'patient', not {kind!r}")
+            table = self._accounts if kind == "account" else self._patients
+            u = to_ms(until, "until")
+            if u <= t:
+                raise InvalidArgument("blacklist until must be later than now")
+            checked.append((_KINDS[kind], table, table.check(name), u))
+        kinds, keys, untils = [], [], []
+        for k, table, name, u in checked:
+            kinds.append(k)
+            keys.append(self._register(table, name))
+            untils.append(u)
+        self._core.import_blacklist(kinds, keys, untils, t)
+        return len(checked)
+
+    def risk(self, *, account: str | None = None, patient: str | None = None) -> RiskInfo:
+        """An account's or patient's flag and block, as the engine sees them now."""
+        kind, key, _ = self._party(account, patient)
+        if kind == 0:
+            until, reason, since, blocked = self._core.account_info(key)[:4]
+        else:
+            until, reason, since, blocked = self._core.patient_flags(key)
+        fr = FlagReason(reason) if reason > 0 else None
+        return RiskInfo(until, fr, fr.source if fr else None, since, blocked)
+
+    def flag_log(self) -> list[FlagRecord]:
+        """Every flag, unflag and block, in order: the audit trail."""
+        out = []
+        for at, kind, key, reason, until in self._core.flag_log():
+            table = self._accounts if kind == 0 else self._patients
+            action = "flag" if reason > 0 else ("unflag" if reason == 0 else "block")
+            out.append(FlagRecord(at, "account" if kind == 0 else "patient", table.names[key],
+                                  action, FlagReason(reason) if reason > 0 else None, until,
+                                  self._notes.get((at, kind, key)) if reason > 0 else None))
+        return out
+
+    def _ticket_id(self, ticket: object) -> int:
+        if isinstance(ticket, (bool, float)) or not isinstance(ticket, (int, np.integer)):
+            raise InvalidType(f"ticket must be an int id, not {type(ticket).__name__}")
+        ticket = int(ticket)
+        if not 0 <= ticket < self._core.n_tickets:
+            raise UnknownTicket(f"unknown ticket {ticket}")
+        return ticket
+
+    def cancel_ticket(self, ticket: int, *, account: str, now: object) -> Any:
+        """Withdraw a queued request; tickets behind it move forward."""
+        k = self._ticket_id(ticket)
+        a = self._known(self._accounts, account, UnknownAccount)
+        return self._core.cancel_ticket(k, a, self._time(now))
+
+    def ticket(self, ticket: int) -> TicketInfo:
+        """One queued request's record.  O(1)."""
+        k = self._ticket_id(ticket)
+        (s, p, a, ch, hold, lane, submitted, state, draw, size, served, booking,
+         reason) = self._core.ticket_info(k)
+        return TicketInfo(k, self._sessions.names[s], self._patients.names[p],
+                          self._accounts.names[a], self.policy.channels[ch], bool(hold),
+                          "slow" if lane else "fair", submitted, TicketState(state),
+                          draw if draw >= 0 else None, size,
+                          served if state != TicketState.QUEUED else None,
+                          booking if booking >= 0 else None, Reason(reason))
+
+    def position(self, ticket: int) -> TicketPosition:
+        """How many queued requests are ahead of a ticket, and an estimate of the wait."""
+        k = self._ticket_id(ticket)
+        state, ahead, draw, size = self._core.position(k)
+        estimate = None
+        if state == TicketState.QUEUED and ahead >= 0:
+            estimate = ahead * self._core_policy.outflow_gap_ms
+            info = self._core.ticket_info(k)
+            if info[5] and draw < 0:  # a slow-lane ticket served after its delay
+                due = info[6] + self._core_policy.slow_delay_ms - self._core.now
+                estimate = max(estimate, due)
+        return TicketPosition(TicketState(state), ahead if ahead >= 0 else None,
+                              draw if draw >= 0 else None, size, estimate)
 
     # -- introspection -------------------------------------------------------
 
@@ -571,13 +798,53 @@ class Engine:
         p = self._known(self._patients, patient, UnknownPatient)
         return self._core.patient_info(p)[0]
 
-    def explain(self, what: object) -> str:
-        """Say, in words, why an outcome happened: a booking id or a Result."""
+    def explain(self, what: object = None, *, ticket: int | None = None) -> str:
+        """Say, in words, why an outcome happened: a booking id, a Result, or ``ticket=``.
+
+        For a ticket: its lane and why, its lottery draw, and how it was served.
+        """
+        if ticket is not None:
+            if what is not None:
+                raise InvalidArgument("give a booking or Result, or ticket=, not both")
+            return self._explain_ticket(self._ticket_id(ticket))
         if isinstance(what, (int, np.integer)) and not isinstance(what, bool):
             return self._explain_booking(self._booking_id(what))
         if hasattr(what, "status") and hasattr(what, "reason"):
             return self._explain_result(what)
-        raise InvalidType(f"explain takes a booking id or a Result, not {type(what).__name__}")
+        raise InvalidType(f"explain takes a booking id, a Result or ticket=, not {type(what).__name__}")
+
+    def _explain_ticket(self, k: int) -> str:
+        t = self.ticket(k)
+        lines = [
+            f"ticket {k}: patient {t.patient!r} via account {t.account!r}, session {t.session!r}, "
+            f"channel {t.channel!r}",
+            f"  submitted {self._fmt(t.submitted_at)} in the {t.lane} lane",
+        ]
+        if t.lane == "slow":
+            for label, risk in (("account", self.risk(account=t.account)),
+                                ("patient", self.risk(patient=t.patient))):
+                if risk.flag_reason is not None:
+                    lines.append(f"  {label} flagged by {risk.flag_source} "
+                                 f"({risk.flag_reason.name}) since {self._fmt(risk.flagged_since)} "
+                                 f"until {self._fmt(risk.flagged_until)}")
+        if t.draw is not None:
+            lines.append(f"  lottery draw {t.draw + 1} of {t.cohort_size} in its release cohort "
+                         "(seeded; arrival time inside the window does not matter)")
+        else:
+            lines.append("  not in a release cohort: served in arrival order"
+                         + (" after the slow-lane delay" if t.lane == "slow" else ""))
+        if t.state == TicketState.QUEUED:
+            pos = self.position(k)
+            lines.append("  waiting for its cohort's draw" if pos.ahead is None
+                         else f"  queued, {pos.ahead} ahead")
+        elif t.state == TicketState.SERVED:
+            lines.append(f"  served {self._fmt(t.served_at or 0)}: booking {t.booking}")
+        elif t.state == TicketState.FAILED:
+            lines.append(f"  served {self._fmt(t.served_at or 0)} but refused: "
+                         f"{t.reason.name} - {t.reason.message}")
+        else:
+            lines.append(f"  withdrawn by the account ({t.state.name})")
+        return "\n".join(lines)
 
     def _fmt(self, ms: int) -> str:
         return from_ms(ms, self._tz).strftime("%Y-%m-%d %H:%M:%S%z")
@@ -603,6 +870,8 @@ class Engine:
         status, reason = Status(r.status), Reason(r.reason)
         if reason == Reason.NONE:
             head = f"{status.name}"
+            if getattr(r, "ticket", None) is not None:
+                return head + "\n" + self._explain_ticket(self._ticket_id(r.ticket))
             if r.booking is not None:
                 return head + "\n" + self._explain_booking(r.booking)
             return head
@@ -615,6 +884,9 @@ class Engine:
             text += f" (at most {pol.account_patients} patients per {pol.account_window_days} days)"
         elif reason == Reason.PATIENT_BANNED:
             text += f" (bans after strikes: {pol.ban_days} days)"
+        elif reason == Reason.THROTTLED:
+            text += (f" (slow lane: {pol.slow_rate_per_minute} per minute, burst {pol.slow_burst}; "
+                     f"retry after {getattr(r, 'retry_after', 0)} ms)")
         elif reason == Reason.HOLD_EXPIRED:
             text += f" (holds last {pol.hold_minutes} minutes)"
         return text

@@ -17,6 +17,7 @@ __all__ = [
     "UnknownSession",
     "UnknownChannel",
     "UnknownBooking",
+    "UnknownTicket",
     "UnknownAccount",
     "UnknownPatient",
     "InvalidState",
@@ -63,6 +64,10 @@ class UnknownChannel(UnknownId):
 
 
 class UnknownBooking(UnknownId):
+    pass
+
+
+class UnknownTicket(UnknownId):
     pass
 
 

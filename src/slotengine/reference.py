@@ -25,20 +25,104 @@ lists and tuples exactly as shown, every number a plain ``int``, flags
          'release': [int] * n_channels,
          'rolled': bool, 'suspended': bool, 'closed': bool,
          'slot_states': [int] * capacity,    # SlotState values, slot 1 first
-         'slot_bookings': [int] * capacity}, # booking id on a HELD/BOOKED/ARRIVED/
-      ...],                                  # NO_SHOW slot, else -1
+         'slot_bookings': [int] * capacity,  # booking id on a HELD/BOOKED/ARRIVED/
+                                             # NO_SHOW slot, else -1
+         # -- issue 3 --
+         'collecting': bool,              # a cohort is open
+         'cohort_close': int,             # 0 until the first cohort opens; keeps its
+                                          # last value after the cohort closes
+         'cohort': [int],                 # ticket ids of the open cohort: the fair
+                                          # list then the slow list, each in arrival
+                                          # order ([] when not collecting)
+         'queue': [int],                  # drain queue from its head on: ticket ids
+                                          # not yet passed by a drain, in queue order,
+                                          # including ones no longer QUEUED that a
+                                          # drain has not skipped yet
+         'last_cancel': (int, int)},      # (at, account) of the last cancel, or (0, -1)
+      ...],
       'bookings': [booking_info(b) for b in range(n_bookings)],
-      'patients': [patient_info(p) for p in range(n_patients)],
+      'patients': [patient_info(p) + patient_flags(p) for p in range(n_patients)],
+                                          # 7-tuples
+      'accounts': [account_info(a) for a in range(n_accounts)],
+      'tickets':  [ticket_info(t) for t in range(n_tickets)],
+      'flag_log': [(at, kind, key, reason, until), ...],   # flag_log(), in order
       'known':  sorted list of (patient, hospital) tuples,
       'timers': sorted list of (due, seq, kind, id) tuples, stale ones included;
                 kind: 1 HOLD_EXPIRE (id = booking), 2 ROLLOVER (id = session),
-                3 SESSION_END (id = session),
-      'events': [(kind, at, session, booking, patient, detail), ...]  # not drained
+                3 SESSION_END (id = session), 4 COHORT_CLOSE (id = session),
+                5 DRAIN (id = session), 6 SLOW_SERVE (id = ticket),
+      'events': [(kind, at, session, booking, patient, account, detail), ...]
+                                          # not drained yet
     }
 
-where ``booking_info(b)`` is the tuple ``(session, slot_no, patient, account,
-channel, quota, state, created_at, changed_at, hold_until, end_reason)`` and
-``patient_info(p)`` is ``(banned_until, tuple(strikes), tuple(cancels))``.
+where
+
+* ``booking_info(b)`` = ``(session, slot_no, patient, account, channel, quota,
+  state, created_at, changed_at, hold_until, end_reason)``;
+* ``patient_info(p)`` = ``(banned_until, tuple(strikes), tuple(cancels))``;
+* ``patient_flags(p)`` = ``(flag_until, flag_reason, flag_since,
+  blocked_until)``, all 0 initially (flag_reason 0 = none);
+* ``account_info(a)`` = ``(flag_until, flag_reason, flag_since, blocked_until,
+  tat, tuple(early), tuple(cancels))``, all 0 / () initially; the rings hold
+  times oldest first;
+* ``ticket_info(t)`` = ``(session, patient, account, channel, hold, lane,
+  submitted_at, state, draw, cohort_size, served_at, booking, reason)`` with
+  ``hold`` a **bool**, ``lane`` 0 FAIR / 1 SLOW, ``state`` a TicketState,
+  ``draw`` -1 and ``cohort_size`` 0 until (unless) its cohort is drawn,
+  ``served_at`` -1 until served or failed, ``booking`` -1 unless SERVED,
+  ``reason`` 0 unless FAILED (then the Reason of the failed serve);
+* ``flag_log`` rows ``(at, kind, key, reason, until)``: kind 0 account /
+  1 patient; reason a FlagReason for a flag, 0 for an unflag (until = now),
+  -1 for a block (until = the ``until`` argument as given); unblock is not
+  logged.
+
+Events ``(kind, at, session, booking, patient, account, detail)``, -1 for none:
+
+* HOLD_EXPIRED, NO_SHOW, BOOKING_CANCELLED: session, booking, its patient and
+  **its account**; PATIENT_BANNED: the causing booking's session, booking,
+  patient and account, detail n; QUOTA_ROLLED, SESSION_SUSPENDED,
+  CAPACITY_ADDED, COHORT_DRAWN (detail = cohort size): session only.
+* FLAGGED (detail = FlagReason), UNFLAGGED, BLOCKED, UNBLOCKED (detail -1):
+  session -1, booking -1, and only the flagged key's field set (account for
+  kind 0, patient for kind 1), also for automatic flags.
+* TICKET_SERVED: session, booking (new), ticket's patient and account, detail
+  = ticket id.  TICKET_FAILED: session, booking -1, patient, account, detail =
+  ticket id.
+
+``drain_events_array()`` returns ``{'kind', 'at', 'session', 'booking',
+'patient', 'account', 'detail'}`` -> numpy int64 arrays (same rows as
+``drain_events()``) and clears the buffer.
+
+Issue-3 readings (where the contract leaves a choice):
+
+* Results: ``ticket`` is None unless a ticket is named (QUEUED book results;
+  every ``cancel_ticket`` result, which also sets ``session``); ``retry_after``
+  is an int, 0 unless THROTTLED.  ``as_tuple()`` is unchanged (4 ints).
+  ``book_many`` returns ``(status, reason, slot, booking, ticket,
+  retry_after)``, ticket int64 (-1), retry_after int64 (0).
+* Validation of ``flag``: kind in {0, 1} (else InvalidArgument), key in range
+  (UnknownAccount / UnknownPatient), reason in {HOST, BLACKLIST} (else
+  InvalidArgument), until a time, then now, then ``until > now`` (else
+  InvalidArgument).  ``block`` likewise without reason (until > now required
+  too).  ``import_blacklist`` checks equal lengths, then every row (kind, key,
+  until a time), then now, then every ``until > now``; then flags row by row.
+  ``cancel_ticket``: ticket out of range -> UnknownTicket, then account, now.
+  ``position``/``ticket_info`` of an unknown ticket -> UnknownTicket.
+* The flag rule's "already flagged" for ``flag_since`` is judged at ``t``
+  (before the change).  ``unflag`` changes only ``flag_until`` (reason and
+  since stay).  ``block`` always logs and emits BLOCKED, even when it does not
+  lengthen the block; ``unblock`` sets ``blocked_until = 0`` and emits
+  UNBLOCKED only if blocked at now.
+* A ``cancel`` does, in order: free the slot, the patient's cancellation
+  record (maybe a strike), ``last_cancel``, the account's cancel ring (maybe a
+  flag).  Suspend and hold expiry are not cancels.
+* After an allocation: many-patients signal, then the rebook signal.
+* Drain queue "not empty" means entries remain from the head (cancelled ones
+  included).  "More remain" likewise.  A DRAIN found with only non-QUEUED
+  entries consumes them and serves nobody.
+* ``position``: ``ahead`` counts the QUEUED tickets before it from the head of
+  the drain queue; a QUEUED ticket still in a collecting cohort, or any
+  non-QUEUED ticket, has -1; a QUEUED slow-lane ticket outside any queue has 0.
 
 Readings of the contract where it leaves a choice (the simplest one each time):
 
@@ -88,17 +172,28 @@ from .errors import (
     UnknownChannel,
     UnknownPatient,
     UnknownSession,
+    UnknownTicket,
 )
-from .outcomes import BookingState, EventKind, Reason, SlotState, Status
+from .outcomes import BookingState, EventKind, FlagReason, Reason, SlotState, Status, TicketState
 from .policy import CorePolicy
 from .times import MAX_MS
 
-__all__ = ["Core", "Result", "TIMER_HOLD_EXPIRE", "TIMER_ROLLOVER", "TIMER_SESSION_END"]
+__all__ = ["Core", "Result", "TIMER_HOLD_EXPIRE", "TIMER_ROLLOVER", "TIMER_SESSION_END",
+           "TIMER_COHORT_CLOSE", "TIMER_DRAIN", "TIMER_SLOW_SERVE"]
 
 #: Timer kinds as they appear in ``dump()['timers']``.
 TIMER_HOLD_EXPIRE = 1
 TIMER_ROLLOVER = 2
 TIMER_SESSION_END = 3
+TIMER_COHORT_CLOSE = 4
+TIMER_DRAIN = 5
+TIMER_SLOW_SERVE = 6
+
+#: Ticket lanes as they appear in ``ticket_info``.
+LANE_FAIR = 0
+LANE_SLOW = 1
+# Where a QUEUED ticket waits.
+_IN_COHORT, _IN_QUEUE, _IN_SLOW = 0, 1, 2
 
 _MASK64 = (1 << 64) - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -124,18 +219,21 @@ _SLOT_OF = {
 class Result:
     """The outcome of one command: a status, a reason, and the booking acted on."""
 
-    __slots__ = ("status", "reason", "slot", "booking", "window", "session", "ticket")
+    __slots__ = ("status", "reason", "slot", "booking", "window", "session", "ticket",
+                 "retry_after")
 
     def __init__(self, status: Status, reason: Reason = Reason.NONE, slot: int | None = None,
                  booking: int | None = None, window: tuple[int, int] | None = None,
-                 session: int | None = None) -> None:
+                 session: int | None = None, ticket: int | None = None,
+                 retry_after: int = 0) -> None:
         self.status = status
         self.reason = reason
         self.slot = slot
         self.booking = booking
         self.window = window
         self.session = session
-        self.ticket = None  # fair release (a later issue) hands out tickets
+        self.ticket = ticket  # the queued request this result names, if any
+        self.retry_after = retry_after  # ms to wait when THROTTLED, else 0
 
     @property
     def ok(self) -> bool:
@@ -159,10 +257,12 @@ class Result:
         parts = [f"status={self.status.name}"]
         if self.reason != Reason.NONE:
             parts.append(f"reason={self.reason.name}")
-        for name in ("session", "slot", "booking", "window"):
+        for name in ("session", "slot", "booking", "window", "ticket"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value!r}")
+        if self.retry_after:
+            parts.append(f"retry_after={self.retry_after!r}")
         return f"Result({', '.join(parts)})"
 
 
@@ -187,6 +287,16 @@ class _Session:
     rolled: bool = False
     suspended: bool = False
     closed: bool = False
+    # fair release
+    collecting: bool = False
+    cohort_close: int = 0
+    fair: list[int] = field(default_factory=list)  # open cohort, arrival order
+    slow: list[int] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)  # drain queue; entries before head are done
+    head: int = 0
+    drain_pending: bool = False  # a DRAIN timer for this session is in the heap
+    last_cancel_at: int = 0
+    last_cancel_account: int = -1
 
     @property
     def capacity(self) -> int:
@@ -224,6 +334,53 @@ class _Patient:
     cancels: list[int] = field(default_factory=list)
     live: set[int] = field(default_factory=set)  # HELD or BOOKED booking ids
     bookings: list[int] = field(default_factory=list)  # every booking, oldest first
+    queued: set[int] = field(default_factory=set)  # QUEUED ticket ids
+    flag_until: int = 0
+    flag_reason: int = 0
+    flag_since: int = 0
+    blocked_until: int = 0
+
+    def flags(self) -> tuple[int, int, int, int]:
+        return (self.flag_until, self.flag_reason, self.flag_since, self.blocked_until)
+
+
+@dataclass
+class _Account:
+    bookings: list[int] = field(default_factory=list)  # every booking, oldest first
+    flag_until: int = 0
+    flag_reason: int = 0
+    flag_since: int = 0
+    blocked_until: int = 0
+    tat: int = 0  # GCRA theoretical arrival time (slow lane)
+    early: list[int] = field(default_factory=list)  # ring of early-request times
+    cancels: list[int] = field(default_factory=list)  # ring of cancel times
+
+    def info(self) -> tuple[Any, ...]:
+        return (self.flag_until, self.flag_reason, self.flag_since, self.blocked_until,
+                self.tat, tuple(self.early), tuple(self.cancels))
+
+
+@dataclass
+class _Ticket:
+    session: int
+    patient: int
+    account: int
+    channel: int
+    hold: bool
+    lane: int
+    submitted_at: int
+    where: int  # _IN_COHORT, _IN_QUEUE or _IN_SLOW (meaningful while QUEUED)
+    state: TicketState = TicketState.QUEUED
+    draw: int = -1
+    cohort_size: int = 0
+    served_at: int = -1
+    booking: int = -1
+    reason: Reason = Reason.NONE
+
+    def info(self) -> tuple[Any, ...]:
+        return (self.session, self.patient, self.account, self.channel, self.hold, self.lane,
+                self.submitted_at, int(self.state), self.draw, self.cohort_size,
+                self.served_at, self.booking, int(self.reason))
 
 
 def _id(value: object, name: str) -> int:
@@ -267,10 +424,14 @@ class Core:
         >>> from slotengine.policy import Policy
         >>> c = Core(Policy().compile(), seed=1)
         >>> c.ensure_patients(1); c.ensure_accounts(1)
-        >>> c.add_session(0, 0, 0, 0, 100, 200, 50, 40, 10, 2, 0, [2, 0, 0, 0, 0, 0], [0] * 6, 0)
+        >>> c.add_session(0, 0, 0, 0, 10**6, 2 * 10**6, 10**5, 10**5, 10, 2, 0, [2, 0, 0, 0, 0, 0],
+        ...               [0] * 6, 0)
         0
-        >>> c.book(0, 0, 0, 0, 10, False)
-        Result(status=BOOKED, session=0, slot=1, booking=0, window=(100, 110))
+        >>> c.book(0, 0, 0, 0, 10, False)  # inside the release's cohort window
+        Result(status=QUEUED, session=0, ticket=0)
+        >>> c.advance(60_000)  # the cohort closes and is served
+        >>> c.ticket_info(0)[7:12]  # state SERVED, draw 0 of 1, served at 60000, booking 0
+        (2, 0, 1, 60000, 0)
     """
 
     def __init__(self, policy: CorePolicy, seed: int) -> None:
@@ -291,9 +452,11 @@ class Core:
         self._sessions: list[_Session] = []
         self._bookings: list[_Booking] = []
         self._patients: list[_Patient] = []
-        self._account_bookings: list[list[int]] = []  # per account, oldest first
+        self._accounts: list[_Account] = []
+        self._tickets: list[_Ticket] = []
+        self._flag_log: list[tuple[int, int, int, int, int]] = []
         self._known: set[tuple[int, int]] = set()
-        self._events: list[tuple[int, int, int, int, int, int]] = []
+        self._events: list[tuple[int, int, int, int, int, int, int]] = []
 
     # -- introspection -------------------------------------------------------
 
@@ -315,7 +478,11 @@ class Core:
 
     @property
     def n_accounts(self) -> int:
-        return len(self._account_bookings)
+        return len(self._accounts)
+
+    @property
+    def n_tickets(self) -> int:
+        return len(self._tickets)
 
     def session_counts(self, session: int) -> tuple[int, ...]:
         """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked).  O(capacity)."""
@@ -342,6 +509,38 @@ class Core:
         p = self._patient(patient)
         return (p.banned_until, tuple(p.strikes), tuple(p.cancels))
 
+    def patient_flags(self, patient: int) -> tuple[int, int, int, int]:
+        """``(flag_until, flag_reason, flag_since, blocked_until)`` of a patient."""
+        return self._patient(patient).flags()
+
+    def account_info(self, account: int) -> tuple[Any, ...]:
+        """``(flag_until, flag_reason, flag_since, blocked_until, tat, early, cancels)``."""
+        return self._accounts[self._check_account(account)].info()
+
+    def ticket_info(self, ticket: int) -> tuple[Any, ...]:
+        """``(session, patient, account, channel, hold, lane, submitted_at, state, draw,
+        cohort_size, served_at, booking, reason)``."""
+        return self._ticket(ticket).info()
+
+    def flag_log(self) -> list[tuple[int, int, int, int, int]]:
+        """Every flag, unflag and block so far: ``(at, kind, key, reason, until)``."""
+        return list(self._flag_log)
+
+    def position(self, ticket: int) -> tuple[int, int, int, int]:
+        """``(state, ahead, draw, cohort_size)`` of a ticket (see the contract)."""
+        t = self._ticket(ticket)
+        ahead = -1
+        if t.state == TicketState.QUEUED:
+            if t.where == _IN_SLOW:
+                ahead = 0
+            elif t.where == _IN_QUEUE:
+                s = self._sessions[t.session]
+                k = _id(ticket, "ticket")
+                i = s.queue.index(k, s.head)
+                ahead = sum(1 for x in s.queue[s.head:i]
+                            if self._tickets[x].state == TicketState.QUEUED)
+        return (int(t.state), ahead, t.draw, t.cohort_size)
+
     def dump(self) -> dict:
         """The canonical state (layout in the module docstring)."""
         sessions = []
@@ -355,6 +554,9 @@ class Core:
                 "release": list(s.release), "rolled": s.rolled, "suspended": s.suspended,
                 "closed": s.closed, "slot_states": [int(x) for x in s.slot_states],
                 "slot_bookings": list(s.slot_bookings),
+                "collecting": s.collecting, "cohort_close": s.cohort_close,
+                "cohort": list(s.fair) + list(s.slow), "queue": s.queue[s.head:],
+                "last_cancel": (s.last_cancel_at, s.last_cancel_account),
             })
         return {
             "now": self._now,
@@ -362,7 +564,11 @@ class Core:
             "seq": self._seq,
             "sessions": sessions,
             "bookings": [b.info() for b in self._bookings],
-            "patients": [self.patient_info(p) for p in range(len(self._patients))],
+            "patients": [self.patient_info(p) + self._patients[p].flags()
+                         for p in range(len(self._patients))],
+            "accounts": [a.info() for a in self._accounts],
+            "tickets": [t.info() for t in self._tickets],
+            "flag_log": list(self._flag_log),
             "known": sorted(self._known),
             "timers": sorted(self._timers),
             "events": list(self._events),
@@ -380,6 +586,8 @@ class Core:
             "bookings": size(self._bookings) + sum(size(b) for b in self._bookings),
             "patients": size(self._patients) + sum(size(p) for p in self._patients),
             "timers": size(self._timers),
+            "tickets": size(self._tickets) + sum(size(t) for t in self._tickets),
+            "accounts": size(self._accounts) + sum(size(a) for a in self._accounts),
         }
 
     def rng_next(self) -> int:
@@ -390,10 +598,17 @@ class Core:
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
         return z ^ (z >> 31)
 
-    def drain_events(self) -> list[tuple[int, int, int, int, int, int]]:
-        """Events since the last drain, as ``(kind, at, session, booking, patient, detail)``."""
+    def drain_events(self) -> list[tuple[int, int, int, int, int, int, int]]:
+        """Events since the last drain: ``(kind, at, session, booking, patient, account, detail)``."""
         out, self._events = self._events, []
         return out
+
+    def drain_events_array(self) -> dict[str, np.ndarray]:
+        """Events since the last drain as int64 numpy columns (keys as in the tuples)."""
+        rows = self.drain_events()
+        names = ("kind", "at", "session", "booking", "patient", "account", "detail")
+        return {name: np.array([r[i] for r in rows], dtype=np.int64)
+                for i, name in enumerate(names)}
 
     # -- id space --------------------------------------------------------------
 
@@ -410,8 +625,8 @@ class Core:
         n = _int(n, "n")
         if not 0 <= n <= _MAX_ID:
             raise InvalidArgument(f"n={n} is outside 0..{_MAX_ID}")
-        while len(self._account_bookings) < n:
-            self._account_bookings.append([])
+        while len(self._accounts) < n:
+            self._accounts.append(_Account())
 
     # -- validation helpers (raise, change nothing) ----------------------------
 
@@ -435,7 +650,7 @@ class Core:
 
     def _check_account(self, account: object) -> int:
         a = _id(account, "account")
-        if not 0 <= a < len(self._account_bookings):
+        if not 0 <= a < len(self._accounts):
             raise UnknownAccount(f"unknown account {a}")
         return a
 
@@ -444,6 +659,23 @@ class Core:
         if not 0 <= c < self._policy.n_channels:
             raise UnknownChannel(f"unknown channel {c}")
         return c
+
+    def _ticket(self, ticket: object) -> _Ticket:
+        t = _id(ticket, "ticket")
+        if not 0 <= t < len(self._tickets):
+            raise UnknownTicket(f"unknown ticket {t}")
+        return self._tickets[t]
+
+    def _kind_key(self, kind: object, key: object) -> tuple[int, int]:
+        """``(kind, key)`` of an account (0) or patient (1); raises like the contract says."""
+        k = _int(kind, "kind")
+        if k not in (0, 1):
+            raise InvalidArgument(f"kind={k} must be 0 (account) or 1 (patient)")
+        if k == 0:
+            return k, self._check_account(key)
+        p = _id(key, "key")
+        self._patient(p)
+        return k, p
 
     def _check_now(self, now: object) -> int:
         t = _int(now, "now")
@@ -469,16 +701,86 @@ class Core:
                     self._expire(ident, due)
             elif kind == TIMER_ROLLOVER:
                 self._rollover(ident, due)
-            else:
+            elif kind == TIMER_SESSION_END:
                 self._session_end(ident, due)
+            elif kind == TIMER_COHORT_CLOSE:
+                s = self._sessions[ident]
+                if s.collecting and s.cohort_close == due:
+                    self._close_cohort(ident, due)
+            elif kind == TIMER_DRAIN:
+                self._sessions[ident].drain_pending = False
+                self._drain(ident, due)
+            else:  # TIMER_SLOW_SERVE
+                if self._tickets[ident].state == TicketState.QUEUED:
+                    self._serve(ident, due)
         self._now = now
+
+    def _close_cohort(self, s_id: int, at: int) -> None:
+        """Draw the lottery (fair list, then slow list), queue the cohort, drain."""
+        s = self._sessions[s_id]
+        for lst in (s.fair, s.slow):  # Fisher-Yates from the engine generator
+            for i in range(len(lst) - 1, 0, -1):
+                j = self.rng_next() % (i + 1)
+                lst[i], lst[j] = lst[j], lst[i]
+        order = s.fair + s.slow
+        for rank, k in enumerate(order):
+            t = self._tickets[k]
+            t.draw = rank
+            t.cohort_size = len(order)
+            t.where = _IN_QUEUE
+        s.queue.extend(order)
+        s.fair, s.slow = [], []
+        s.collecting = False
+        self._event(EventKind.COHORT_DRAWN, at, s_id, -1, -1, -1, len(order))
+        self._drain(s_id, at)
+
+    def _drain(self, s_id: int, at: int) -> None:
+        """Serve the queue (all of it, or one live ticket per outflow gap)."""
+        s = self._sessions[s_id]
+        gap = self._policy.outflow_gap_ms
+        while s.head < len(s.queue):
+            k = s.queue[s.head]
+            s.head += 1
+            if self._tickets[k].state == TicketState.QUEUED:
+                self._serve(k, at)
+                if gap > 0:
+                    break
+        if s.head < len(s.queue):
+            if not s.drain_pending:
+                self._push(at + gap, TIMER_DRAIN, s_id)
+                s.drain_pending = True
+        else:
+            s.queue, s.head = [], 0
+
+    def _serve(self, k: int, at: int) -> None:
+        """Serve ticket ``k`` at ``at``: request, eligibility and allocate stages only."""
+        t = self._tickets[k]
+        s = self._sessions[t.session]
+        reason = self._request_stage(s, t.channel, at)
+        if reason == Reason.NONE:
+            reason = self._eligibility(t.account, t.patient, t.session, at)
+        b_id = -1
+        if reason == Reason.NONE:
+            r = self._allocate(t.account, t.patient, t.session, t.channel, at, t.hold)
+            reason = r.reason
+            b_id = -1 if r.booking is None else r.booking
+        t.served_at = at
+        self._patients[t.patient].queued.discard(k)
+        if reason == Reason.NONE:
+            t.state = TicketState.SERVED
+            t.booking = b_id
+            self._event(EventKind.TICKET_SERVED, at, t.session, b_id, t.patient, t.account, k)
+        else:
+            t.state = TicketState.FAILED
+            t.reason = reason
+            self._event(EventKind.TICKET_FAILED, at, t.session, -1, t.patient, t.account, k)
 
     def _expire(self, b_id: int, at: int) -> None:
         b = self._bookings[b_id]
         b.state = BookingState.EXPIRED
         b.changed_at = at
         self._free_slot(b_id)
-        self._event(EventKind.HOLD_EXPIRED, at, b.session, b_id, b.patient, -1)
+        self._event(EventKind.HOLD_EXPIRED, at, b.session, b_id, b.patient, b.account, -1)
 
     def _rollover(self, s_id: int, at: int) -> None:
         s = self._sessions[s_id]
@@ -493,7 +795,7 @@ class Core:
         s.quota_left[pub] += moved
         s.rolled = True
         if moved > 0:
-            self._event(EventKind.QUOTA_ROLLED, at, s_id, -1, -1, moved)
+            self._event(EventKind.QUOTA_ROLLED, at, s_id, -1, -1, -1, moved)
 
     def _session_end(self, s_id: int, at: int) -> None:
         s = self._sessions[s_id]
@@ -510,7 +812,7 @@ class Core:
                 b.changed_at = at
                 s.slot_states[k] = SlotState.NO_SHOW
                 self._patients[b.patient].live.discard(b_id)
-                self._event(EventKind.NO_SHOW, at, s_id, b_id, b.patient, -1)
+                self._event(EventKind.NO_SHOW, at, s_id, b_id, b.patient, b.account, -1)
                 self._strike(b.patient, at, s_id, b_id)
             elif b.state == BookingState.HELD:
                 self._expire(b_id, at)
@@ -518,8 +820,27 @@ class Core:
     # -- shared steps --------------------------------------------------------------
 
     def _event(self, kind: EventKind, at: int, session: int, booking: int, patient: int,
-               detail: int) -> None:
-        self._events.append((int(kind), at, session, booking, patient, detail))
+               account: int, detail: int) -> None:
+        self._events.append((int(kind), at, session, booking, patient, account, detail))
+
+    def _flag(self, kind: int, key: int, reason: int, until: int, t: int) -> None:
+        """The flag rule: never shortens a live flag; logs and emits FLAGGED when it acts."""
+        obj: Any = self._accounts[key] if kind == 0 else self._patients[key]
+        flagged = t < obj.flag_until
+        if flagged and until <= obj.flag_until:
+            return
+        obj.flag_until = until
+        obj.flag_reason = int(reason)
+        if not flagged:
+            obj.flag_since = t
+        self._flag_log.append((t, kind, key, int(reason), until))
+        self._party_event(EventKind.FLAGGED, t, kind, key, int(reason))
+
+    def _party_event(self, ev: EventKind, t: int, kind: int, key: int, detail: int) -> None:
+        self._event(ev, t, -1, -1, key if kind == 1 else -1, key if kind == 0 else -1, detail)
+
+    def _auto_flag(self, a: int, reason: FlagReason, t: int) -> None:
+        self._flag(0, a, reason, t + self._policy.flag_ms, t)
 
     def _free_slot(self, b_id: int) -> None:
         """The booking's slot becomes FREE and its quota comes back (to public once rolled)."""
@@ -542,7 +863,8 @@ class Core:
         n = sum(1 for x in p.strikes if x > t - self._policy.strike_window_ms)
         until = t + self._ban_ms[min(n, cap) - 1]
         p.banned_until = max(p.banned_until, until)
-        self._event(EventKind.PATIENT_BANNED, t, session, booking, patient, n)
+        self._event(EventKind.PATIENT_BANNED, t, session, booking, patient,
+                    self._bookings[booking].account, n)
 
     def _record_cancel(self, patient: int, t: int, session: int, booking: int) -> None:
         k = self._policy.cancel_strikes
@@ -656,54 +978,134 @@ class Core:
         return self._book(a, p, s_id, c, now, bool(hold))
 
     def _book(self, a: int, p_id: int, s_id: int, c: int, now: int, hold: bool) -> Result:
+        """The book path: request -> risk -> eligibility -> route -> allocate."""
         pol = self._policy
         s = self._sessions[s_id]
         p = self._patients[p_id]
+        acc = self._accounts[a]
         pub = pol.public_channel
 
-        def reject(reason: Reason) -> Result:
-            return Result(Status.REJECTED, reason, session=s_id)
+        def reject(reason: Reason, retry_after: int = 0) -> Result:
+            return Result(Status.REJECTED, reason, session=s_id, retry_after=retry_after)
 
         # 1. request stage
+        reason = self._request_stage(s, c, now)
+        if reason != Reason.NONE:
+            return reject(reason)
+        # 2. risk stage
+        if now < acc.blocked_until or now < p.blocked_until:
+            return reject(Reason.BLOCKED)
+        if pol.early_count > 0 and any(
+                s.release[x] - pol.prequeue_ms <= now < s.release[x] + pol.early_ms
+                for x in (c, pub)):
+            acc.early.append(now)
+            del acc.early[:-pol.early_count]
+            if sum(1 for t in acc.early if t > now - pol.early_window_ms) >= pol.early_count:
+                acc.early.clear()
+                self._auto_flag(a, FlagReason.EARLY_REQUESTS, now)
+        slow = now < acc.flag_until or now < p.flag_until
+        if slow:
+            period = pol.slow_interval_ms
+            tau = period * (pol.slow_burst - 1)
+            if now < acc.tat - tau:
+                return reject(Reason.THROTTLED, acc.tat - tau - now)
+            acc.tat = max(acc.tat, now) + period
+        # 3. eligibility stage
+        reason = self._eligibility(a, p_id, s_id, now)
+        if reason != Reason.NONE:
+            return reject(reason)
+        if any(self._tickets[k].session == s_id for k in p.queued):
+            return reject(Reason.DUPLICATE_TICKET)
+        # 4. route
+        lane = LANE_SLOW if slow else LANE_FAIR
+        window = None
+        for x in (c, pub):
+            if s.release[x] - pol.prequeue_ms <= now < s.release[x] + pol.cohort_ms:
+                window = x
+                break
+        if s.collecting or window is not None:
+            if not s.collecting:
+                assert window is not None
+                s.collecting = True
+                s.cohort_close = s.release[window] + pol.cohort_ms
+                self._push(s.cohort_close, TIMER_COHORT_CLOSE, s_id)
+            k = self._new_ticket(a, p_id, s_id, c, hold, lane, now, _IN_COHORT)
+            (s.slow if slow else s.fair).append(k)
+            return Result(Status.QUEUED, Reason.NONE, session=s_id, ticket=k)
+        if s.head < len(s.queue):
+            k = self._new_ticket(a, p_id, s_id, c, hold, lane, now, _IN_QUEUE)
+            s.queue.append(k)
+            return Result(Status.QUEUED, Reason.NONE, session=s_id, ticket=k)
+        if slow:
+            k = self._new_ticket(a, p_id, s_id, c, hold, lane, now, _IN_SLOW)
+            self._push(now + pol.slow_delay_ms, TIMER_SLOW_SERVE, k)
+            return Result(Status.QUEUED, Reason.NONE, session=s_id, ticket=k)
+        # 5. allocate stage
+        return self._allocate(a, p_id, s_id, c, now, hold)
+
+    def _new_ticket(self, a: int, p_id: int, s_id: int, c: int, hold: bool, lane: int,
+                    now: int, where: int) -> int:
+        k = len(self._tickets)
+        self._tickets.append(_Ticket(s_id, p_id, a, c, hold, lane, now, where))
+        self._patients[p_id].queued.add(k)
+        return k
+
+    def _request_stage(self, s: _Session, c: int, now: int) -> Reason:
+        pre = self._policy.prequeue_ms
+        pub = self._policy.public_channel
         if s.suspended:
-            return reject(Reason.SESSION_SUSPENDED)
+            return Reason.SESSION_SUSPENDED
         if s.closed or now >= s.end_at:
-            return reject(Reason.SESSION_CLOSED)
-        if now < s.release[c] and now < s.release[pub]:
-            return reject(Reason.NOT_RELEASED)
-        # 2. eligibility stage
+            return Reason.SESSION_CLOSED
+        if now < s.release[c] - pre and now < s.release[pub] - pre:
+            return Reason.NOT_RELEASED
+        return Reason.NONE
+
+    def _eligibility(self, a: int, p_id: int, s_id: int, now: int) -> Reason:
+        """The eligibility stage without the duplicate-ticket check."""
+        pol = self._policy
+        s = self._sessions[s_id]
+        p = self._patients[p_id]
         if now < p.banned_until:
-            return reject(Reason.PATIENT_BANNED)
+            return Reason.PATIENT_BANNED
         live = [self._bookings[b] for b in p.live]
         if any(b.session == s_id for b in live):
-            return reject(Reason.DUPLICATE_SESSION)
+            return Reason.DUPLICATE_SESSION
         if pol.one_per_department_day:
             for b in live:
                 other = self._sessions[b.session]
                 if other.department == s.department and other.day == s.day:
-                    return reject(Reason.DUPLICATE_DEPARTMENT_DAY)
+                    return Reason.DUPLICATE_DEPARTMENT_DAY
         for count, window_ms in self._limits:
             n = sum(1 for b in self._created_since(p.bookings, now - window_ms)
                     if b.state in _COUNTED)
             if n >= count:
-                return reject(Reason.PATIENT_LIMIT)
+                return Reason.PATIENT_LIMIT
         if pol.account_patients > 0:
-            recent = {b.patient for b in self._created_since(self._account_bookings[a],
+            recent = {b.patient for b in self._created_since(self._accounts[a].bookings,
                                                              now - pol.account_window_ms)}
             if p_id not in recent and len(recent) >= pol.account_patients:
-                return reject(Reason.ACCOUNT_PATIENT_LIMIT)
+                return Reason.ACCOUNT_PATIENT_LIMIT
         if pol.bar_first_visit_expert and s.tier == 2 and (p_id, s.hospital) not in self._known:
-            return reject(Reason.FIRST_VISIT_EXPERT)
-        # 3. allocate stage
+            return Reason.FIRST_VISIT_EXPERT
+        return Reason.NONE
+
+    def _allocate(self, a: int, p_id: int, s_id: int, c: int, now: int, hold: bool) -> Result:
+        """The allocate stage, then the many-patients and rebook signals on success."""
+        pol = self._policy
+        s = self._sessions[s_id]
+        p = self._patients[p_id]
+        acc = self._accounts[a]
+        pub = pol.public_channel
         k = self._lowest_free(s)
         if k < 0:
-            return reject(Reason.FULL)
+            return Result(Status.REJECTED, Reason.FULL, session=s_id)
         if now >= s.release[c] and s.quota_left[c] > 0:
             q = c
         elif now >= s.release[pub] and s.quota_left[pub] > 0:
             q = pub
         else:
-            return reject(Reason.QUOTA_EXHAUSTED)
+            return Result(Status.REJECTED, Reason.QUOTA_EXHAUSTED, session=s_id)
         s.quota_left[q] -= 1
         b_id = len(self._bookings)
         state = BookingState.HELD if hold else BookingState.BOOKED
@@ -714,15 +1116,30 @@ class Core:
         s.slot_bookings[k] = b_id
         p.live.add(b_id)
         p.bookings.append(b_id)
-        self._account_bookings[a].append(b_id)
+        acc.bookings.append(b_id)
         if hold:
             self._push(hold_until, TIMER_HOLD_EXPIRE, b_id)
+        # many-patients signal
+        if pol.patients_flag_count > 0:
+            recent = {b.patient for b in self._created_since(acc.bookings,
+                                                             now - pol.patients_flag_window_ms)}
+            if len(recent) >= pol.patients_flag_count and not now < acc.flag_until:
+                self._auto_flag(a, FlagReason.MANY_PATIENTS, now)
+        # cancel-then-rebook signal
+        if (pol.rebook_ms > 0 and s.last_cancel_account >= 0 and s.last_cancel_account != a
+                and now - s.last_cancel_at <= pol.rebook_ms):
+            self._auto_flag(s.last_cancel_account, FlagReason.CANCEL_REBOOK, now)
+            self._auto_flag(a, FlagReason.CANCEL_REBOOK, now)
+            s.last_cancel_at, s.last_cancel_account = 0, -1
         status = Status.HELD if hold else Status.BOOKED
         return Result(status, Reason.NONE, k + 1, b_id, s.window(k + 1), s_id)
 
     def book_many(self, accounts: Any, patients: Any, sessions: Any, channels: Any, nows: Any,
-                  hold: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``book`` row by row after validating every row; returns (status, reason, slot, booking)."""
+                  hold: bool) -> tuple[np.ndarray, ...]:
+        """``book`` row by row after validating every row.
+
+        Returns ``(status, reason, slot, booking, ticket, retry_after)``.
+        """
         cols = [[_int(v, name) for v in col] for col, name in
                 ((accounts, "accounts"), (patients, "patients"), (sessions, "sessions"),
                  (channels, "channels"), (nows, "nows"))]
@@ -749,12 +1166,16 @@ class Core:
         reason = np.zeros(n, dtype=np.int16)
         slot = np.zeros(n, dtype=np.int32)
         booking = np.full(n, -1, dtype=np.int64)
+        ticket = np.full(n, -1, dtype=np.int64)
+        retry = np.zeros(n, dtype=np.int64)
         hold = bool(hold)
         for i in range(n):
             self._run_timers(times[i])
             r = self._book(acc[i], pat[i], ses[i], chan[i], times[i], hold)
             status[i], reason[i], slot[i], booking[i] = r.as_tuple()
-        return status, reason, slot, booking
+            ticket[i] = -1 if r.ticket is None else r.ticket
+            retry[i] = r.retry_after
+        return status, reason, slot, booking, ticket, retry
 
     def confirm(self, booking: int, account: int, now: int) -> Result:
         """HELD -> BOOKED by the owning account.  O(1)."""
@@ -795,7 +1216,108 @@ class Core:
         self._free_slot(b_id)
         if was_booked:
             self._record_cancel(b.patient, now, b.session, b_id)
+        s.last_cancel_at, s.last_cancel_account = now, a
+        pol = self._policy
+        if pol.cancel_flag_count > 0:
+            acc = self._accounts[a]
+            acc.cancels.append(now)
+            del acc.cancels[:-pol.cancel_flag_count]
+            if (sum(1 for t in acc.cancels if t > now - pol.cancel_flag_window_ms)
+                    >= pol.cancel_flag_count):
+                acc.cancels.clear()
+                self._auto_flag(a, FlagReason.CANCELLATIONS, now)
         return self._result_for(Status.CANCELLED, Reason.NONE, b_id)
+
+    def cancel_ticket(self, ticket: int, account: int, now: int) -> Result:
+        """Withdraw a QUEUED ticket of this account.  O(1)."""
+        t = self._ticket(ticket)
+        k = _id(ticket, "ticket")
+        a = self._check_account(account)
+        now = self._check_now(now)
+        self._run_timers(now)
+        if t.account != a:
+            return Result(Status.REJECTED, Reason.NOT_OWNER, session=t.session, ticket=k)
+        if t.state != TicketState.QUEUED:
+            return Result(Status.REJECTED, Reason.NOT_ACTIVE, session=t.session, ticket=k)
+        t.state = TicketState.CANCELLED
+        self._patients[t.patient].queued.discard(k)
+        return Result(Status.CANCELLED, Reason.NONE, session=t.session, ticket=k)
+
+    # -- flags and blocks ------------------------------------------------------------
+
+    def _until(self, until: object, name: str = "until") -> int:
+        return _time(_int(until, name), name)
+
+    def flag(self, kind: int, key: int, reason: int, until: int, now: int) -> None:
+        """Host flag (HOST or BLACKLIST) of an account (kind 0) or patient (1) until ``until``."""
+        kind, key = self._kind_key(kind, key)
+        r = _int(reason, "reason")
+        if r not in (FlagReason.HOST, FlagReason.BLACKLIST):
+            raise InvalidArgument(f"reason={r} must be HOST or BLACKLIST")
+        u = self._until(until)
+        now = self._check_now(now)
+        if u <= now:
+            raise InvalidArgument("until must be later than now")
+        self._run_timers(now)
+        self._flag(kind, key, r, u, now)
+
+    def unflag(self, kind: int, key: int, now: int) -> bool:
+        """End a live flag now; False if the key was not flagged."""
+        kind, key = self._kind_key(kind, key)
+        now = self._check_now(now)
+        self._run_timers(now)
+        obj: Any = self._accounts[key] if kind == 0 else self._patients[key]
+        if not now < obj.flag_until:
+            return False
+        obj.flag_until = now
+        self._flag_log.append((now, kind, key, 0, now))
+        self._party_event(EventKind.UNFLAGGED, now, kind, key, -1)
+        return True
+
+    def block(self, kind: int, key: int, until: int, now: int) -> None:
+        """Refuse the key's requests (BLOCKED) until ``until`` (never shortens a block)."""
+        kind, key = self._kind_key(kind, key)
+        u = self._until(until)
+        now = self._check_now(now)
+        if u <= now:
+            raise InvalidArgument("until must be later than now")
+        self._run_timers(now)
+        obj: Any = self._accounts[key] if kind == 0 else self._patients[key]
+        obj.blocked_until = max(obj.blocked_until, u)
+        self._flag_log.append((now, kind, key, -1, u))
+        self._party_event(EventKind.BLOCKED, now, kind, key, -1)
+
+    def unblock(self, kind: int, key: int, now: int) -> bool:
+        """Lift a live block; False if there was none."""
+        kind, key = self._kind_key(kind, key)
+        now = self._check_now(now)
+        self._run_timers(now)
+        obj: Any = self._accounts[key] if kind == 0 else self._patients[key]
+        if not now < obj.blocked_until:
+            return False
+        obj.blocked_until = 0
+        self._party_event(EventKind.UNBLOCKED, now, kind, key, -1)
+        return True
+
+    def import_blacklist(self, kinds: Any, keys: Any, untils: Any, now: int) -> None:
+        """Flag every row with BLACKLIST, in order (all rows validated first)."""
+        cols = []
+        for col, name in ((kinds, "kinds"), (keys, "keys"), (untils, "untils")):
+            if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
+                raise InvalidType(f"{name} must be a sequence of ints")
+            cols.append(list(col))
+        if not len(cols[0]) == len(cols[1]) == len(cols[2]):
+            raise InvalidArgument("import_blacklist columns must have equal lengths")
+        rows = []
+        for kind, key, until in zip(*cols):
+            k, key_id = self._kind_key(kind, key)
+            rows.append((k, key_id, self._until(until)))
+        now = self._check_now(now)
+        if any(u <= now for _, _, u in rows):
+            raise InvalidArgument("every until must be later than now")
+        self._run_timers(now)
+        for k, key_id, u in rows:
+            self._flag(k, key_id, FlagReason.BLACKLIST, u, now)
 
     def check_in(self, booking: int, now: int) -> Result:
         """BOOKED -> ARRIVED; the patient becomes known at the hospital.  O(1)."""
@@ -834,7 +1356,7 @@ class Core:
             heapq.heappush(s.free_heap, k)
         q = self._policy.public_channel if s.rolled else c
         s.quota_left[q] += n
-        self._event(EventKind.CAPACITY_ADDED, now, s_id, -1, -1, n)
+        self._event(EventKind.CAPACITY_ADDED, now, s_id, -1, -1, -1, n)
         return s.capacity
 
     def suspend(self, session: int, now: int) -> int:
@@ -856,7 +1378,7 @@ class Core:
                 b.changed_at = now
                 b.end_reason = Reason.SESSION_SUSPENDED
                 self._patients[b.patient].live.discard(b_id)
-                self._event(EventKind.BOOKING_CANCELLED, now, s_id, b_id, b.patient,
+                self._event(EventKind.BOOKING_CANCELLED, now, s_id, b_id, b.patient, b.account,
                             int(Reason.SESSION_SUSPENDED))
                 affected += 1
         for k in range(s.capacity):
@@ -866,7 +1388,7 @@ class Core:
         s.free_heap.clear()
         s.quota_left = [0] * len(s.quota_left)
         s.suspended = True
-        self._event(EventKind.SESSION_SUSPENDED, now, s_id, -1, -1, affected)
+        self._event(EventKind.SESSION_SUSPENDED, now, s_id, -1, -1, -1, affected)
         return affected
 
     def block_slot(self, session: int, slot_no: int, now: int) -> bool:
@@ -943,4 +1465,70 @@ class Core:
             assert len(p.strikes) <= len(self._ban_ms)
             assert len(p.cancels) <= max(self._policy.cancel_strikes, 0)
         for due, seq, kind, ident in self._timers:
-            assert 0 <= seq < self._seq and kind in (1, 2, 3)
+            assert 0 <= seq < self._seq and 1 <= kind <= 6
+        self._check_fair_invariants()
+
+    def _check_fair_invariants(self) -> None:
+        pol = self._policy
+        drains = [ident for _, _, kind, ident in self._timers if kind == TIMER_DRAIN]
+        closes = {(due, ident) for due, _, kind, ident in self._timers
+                  if kind == TIMER_COHORT_CLOSE}
+        slow_timers = {ident for _, _, kind, ident in self._timers if kind == TIMER_SLOW_SERVE}
+        placed: dict[int, int] = {}
+        for s_id, s in enumerate(self._sessions):
+            assert len(set(drains)) == len(drains), "two DRAIN timers for one session"
+            assert s.drain_pending == (s_id in drains), f"session {s_id} drain flag is off"
+            rest = s.queue[s.head:]
+            if pol.outflow_gap_ms == 0:
+                assert not rest, "a drain queue outlived a zero-gap drain"
+            elif rest:
+                assert s.drain_pending, f"session {s_id} has a queue but no DRAIN timer"
+            if s.collecting:
+                assert s.fair or s.slow
+                assert (s.cohort_close, s_id) in closes, "collecting without COHORT_CLOSE"
+            else:
+                assert not s.fair and not s.slow
+            for lst, where, lane in ((s.fair, _IN_COHORT, LANE_FAIR),
+                                     (s.slow, _IN_COHORT, LANE_SLOW), (rest, _IN_QUEUE, None)):
+                for k in lst:
+                    t = self._tickets[k]
+                    assert k not in placed, f"ticket {k} queued twice"
+                    placed[k] = s_id
+                    assert t.session == s_id
+                    if lane is not None:
+                        assert t.lane == lane and t.draw == -1
+                    if t.state == TicketState.QUEUED:
+                        assert t.where == where, f"ticket {k} is not where it says"
+            assert s.last_cancel_account < len(self._accounts)
+        for p_id, p in enumerate(self._patients):
+            want = {k for k, t in enumerate(self._tickets)
+                    if t.patient == p_id and t.state == TicketState.QUEUED}
+            assert p.queued == want, f"patient {p_id} queued set {p.queued} != {want}"
+            sessions = [self._tickets[k].session for k in p.queued]
+            assert len(sessions) == len(set(sessions)), "two queued tickets in one session"
+        for k, t in enumerate(self._tickets):
+            if t.state == TicketState.QUEUED:
+                assert t.served_at == -1 and t.booking == -1
+                if t.where == _IN_SLOW:
+                    assert k in slow_timers and k not in placed and t.lane == LANE_SLOW
+                else:
+                    assert k in placed, f"queued ticket {k} is nowhere"
+            elif t.state == TicketState.SERVED:
+                b = self._bookings[t.booking]
+                assert (b.session, b.patient, b.account) == (t.session, t.patient, t.account)
+                assert b.created_at == t.served_at >= t.submitted_at
+            elif t.state == TicketState.FAILED:
+                assert t.reason != Reason.NONE and t.booking == -1
+                assert t.served_at >= t.submitted_at
+            else:
+                assert t.state == TicketState.CANCELLED and t.booking == -1
+            assert (t.draw == -1) == (t.cohort_size == 0)
+            assert -1 <= t.draw < max(t.cohort_size, 1)
+        for a_id, acc in enumerate(self._accounts):
+            assert len(acc.early) <= max(pol.early_count, 0)
+            assert len(acc.cancels) <= max(pol.cancel_flag_count, 0)
+            created = [self._bookings[b].created_at for b in acc.bookings]
+            assert created == sorted(created)
+            assert acc.flag_reason in (0, *FlagReason)
+        for p in self._patients:
+            assert p.flag_reason in (0, *FlagReason)
