@@ -233,7 +233,6 @@ def test_blocked_accounts_and_patients_are_refused(backend):
 
 def test_host_flags_are_auditable(backend):
     e = make(backend)
-    e.intern_accounts(["A1"])
     e.flag(account="A1", until=T0 + DAY, note="scalper ring #7", now=T0)
     n = e.import_blacklist([("account", "A2", T0 + 2 * DAY), ("patient", "张三", T0 + 3 * DAY)],
                            now=T0 + 1)
@@ -330,7 +329,8 @@ def world(backend):
 BAD_CALLS = [
     ("flag neither", lambda e: e.flag(until=T0 + DAY), InvalidArgument),
     ("flag both", lambda e: e.flag(account="A1", patient="P1", until=T0 + DAY), InvalidArgument),
-    ("flag unknown", lambda e: e.flag(account="nobody", until=T0 + DAY), UnknownAccount),
+    ("flag type", lambda e: e.flag(account=5, until=T0 + DAY), InvalidType),
+    ("flag new but bad until", lambda e: e.flag(account="new1", until=REL - 1), InvalidArgument),
     ("flag past", lambda e: e.flag(account="A1", until=REL), InvalidArgument),
     ("flag naive", lambda e: e.flag(account="A1", until=datetime(2030, 1, 1)), InvalidType),
     ("flag float", lambda e: e.flag(account="A1", until=float(T0 + DAY)), InvalidType),

@@ -609,12 +609,20 @@ class Engine:
     # -- fair release, slow lane, flags ---------------------------------------
 
     def _party(self, account: object, patient: object) -> tuple[int, int, str]:
-        """(kind, dense id, name) of exactly one of account= / patient=."""
+        """(kind, dense id, name) of exactly one of account= / patient=, which must be known."""
         if (account is None) == (patient is None):
             raise InvalidArgument("name exactly one of account= or patient=")
         if account is not None:
             return 0, self._known(self._accounts, account, UnknownAccount), str(account)
         return 1, self._known(self._patients, patient, UnknownPatient), str(patient)
+
+    def _new_party(self, account: object, patient: object) -> tuple[int, _Names, str]:
+        """(kind, table, checked name) of exactly one of account= / patient=; may be new."""
+        if (account is None) == (patient is None):
+            raise InvalidArgument("name exactly one of account= or patient=")
+        if account is not None:
+            return 0, self._accounts, self._accounts.check(account)
+        return 1, self._patients, self._patients.check(patient)
 
     def flag(self, *, account: str | None = None, patient: str | None = None,
              until: object, reason: str = "host", note: str | None = None,
@@ -622,9 +630,10 @@ class Engine:
         """Put an account or a patient in the slow lane until ``until`` (auditable).
 
         ``reason`` is ``"host"`` or ``"blacklist"``; policy rules flag on their
-        own.  A flag never shortens an existing one.
+        own.  A flag never shortens an existing one.  Ids the engine has not
+        seen yet are registered (the platform may flag before any booking).
         """
-        kind, key, name = self._party(account, patient)
+        kind, table, name = self._new_party(account, patient)
         code = self._host_reason(reason)
         if note is not None and type(note) is not str:
             raise InvalidType("note must be a str")
@@ -632,6 +641,7 @@ class Engine:
         u = to_ms(until, "until")
         if u <= t:
             raise InvalidArgument("until must be later than now")
+        key = self._register(table, name)
         self._core.flag(kind, key, int(code), u, t)
         if note is not None:
             self._notes[(t, kind, key)] = note
@@ -653,11 +663,12 @@ class Engine:
     def block(self, *, account: str | None = None, patient: str | None = None,
               until: object, now: object = None) -> None:
         """Refuse every request of an account or patient (reason BLOCKED) until ``until``."""
-        kind, key, _ = self._party(account, patient)
+        kind, table, name = self._new_party(account, patient)
         t = self._time_or_now(now)
         u = to_ms(until, "until")
         if u <= t:
             raise InvalidArgument("until must be later than now")
+        key = self._register(table, name)
         self._core.block(kind, key, u, t)
 
     def unblock(self, *, account: str | None = None, patient: str | None = None,
@@ -741,11 +752,16 @@ class Engine:
                           self._accounts.names[a], self.policy.channels[ch], bool(hold),
                           "slow" if lane else "fair", submitted, TicketState(state),
                           draw if draw >= 0 else None, size,
-                          served if state != TicketState.QUEUED else None,
+                          served if served >= 0 else None,
                           booking if booking >= 0 else None, Reason(reason))
 
     def position(self, ticket: int) -> TicketPosition:
-        """How many queued requests are ahead of a ticket, and an estimate of the wait."""
+        """How many queued requests are ahead of a ticket, and an estimate of the wait.
+
+        The estimate is ``ahead`` times the outflow gap; for a slow-lane ticket
+        that was not drawn in a cohort it also covers the slow-lane delay, so
+        it is an upper bound there.
+        """
         k = self._ticket_id(ticket)
         state, ahead, draw, size = self._core.position(k)
         estimate = None
