@@ -176,7 +176,9 @@ cdef class Core:
     cdef int64_t _n_known
     cdef int _known_shift             # 64 - log2(table size)
     # -- fair release, slow lane, risk (issue 3) --
-    cdef vector[SessionX] _sx         # per session: cohort lists, drain queue, last cancel
+    cdef vector[SessionX] _sx         # per session: drain queue, last cancel
+    cdef vector[vector[int32_t]] _fair   # per session: the open cohort's fair list
+    cdef vector[vector[int32_t]] _slow   # per session: the open cohort's slow list
     cdef vector[Account] _accts       # per account: flag, block, GCRA tat
     cdef vector[int64_t] _early       # stride _early_count, oldest first
     cdef vector[int64_t] _acancels    # stride _cflag_count, oldest first
@@ -284,6 +286,8 @@ cdef class Core:
         self._flag_ms = flag_ms
         self._cohort_on = prequeue > 0 or cohort_ms > 0
         self._sx.clear()
+        self._fair.clear()
+        self._slow.clear()
         self._accts.clear()
         self._early.clear()
         self._acancels.clear()
@@ -839,7 +843,6 @@ cdef class Core:
         """A QUEUED ticket on its patient's queued list and on list ``where``.  O(1)."""
         cdef int32_t k = <int32_t>self._tickets.size()
         cdef Ticket tk
-        cdef SessionX* sx = &self._sx[sid]
         tk.submitted_at = now
         tk.served_at = -1
         tk.session = sid
@@ -861,17 +864,9 @@ cdef class Core:
         self._p_tq[p] = k
         self._n_queued += 1
         if where == W_FAIR:
-            if sx.fair_tail >= 0:
-                self._tickets[sx.fair_tail].next = k
-            else:
-                sx.fair_head = k
-            sx.fair_tail = k
+            self._fair[sid].push_back(k)
         elif where == W_SLOW:
-            if sx.slow_tail >= 0:
-                self._tickets[sx.slow_tail].next = k
-            else:
-                sx.slow_head = k
-            sx.slow_tail = k
+            self._slow[sid].push_back(k)
         elif where == W_QUEUE:
             self._enqueue(sid, k)
         return k
@@ -899,36 +894,66 @@ cdef class Core:
         self._n_queued -= 1
 
     cdef void _cohort_close(self, int32_t sid, int64_t due) noexcept nogil:
-        """Draw the cohort (fair list, then slow list, Fisher-Yates), queue it, drain."""
+        """Draw the cohort (fair list, then slow list, Fisher-Yates), queue it, drain.
+
+        Without an outflow gap the queue is empty here (every drain empties
+        it), so the drawn cohort is served straight from the lottery array,
+        prefetching a few tickets ahead: the same order as queue-then-drain.
+        """
         cdef Session* s = &self._sessions[sid]
         cdef SessionX* sx = &self._sx[sid]
-        cdef int32_t k, nf = 0, n, i
+        cdef int32_t k, nf, n, i
         cdef Ticket* tk
+        cdef int32_t* order
         if not (s.flags & SF_COLLECTING) or sx.cohort_close != due:
             return
-        self._shuf.clear()
-        k = sx.fair_head
-        while k >= 0:
-            self._shuf.push_back(k)
-            k = self._tickets[k].next
-        nf = <int32_t>self._shuf.size()
-        k = sx.slow_head
-        while k >= 0:
-            self._shuf.push_back(k)
-            k = self._tickets[k].next
-        n = <int32_t>self._shuf.size()
-        fisher_yates(self._shuf.data(), nf, &self._rng)
-        fisher_yates(self._shuf.data() + nf, n - nf, &self._rng)
+        nf = <int32_t>self._fair[sid].size()
+        n = nf + <int32_t>self._slow[sid].size()
+        self._shuf.resize(n)
+        order = self._shuf.data()
+        for i in range(nf):
+            order[i] = self._fair[sid][i]
+        for i in range(nf, n):
+            order[i] = self._slow[sid][i - nf]
+        self._fair[sid].clear()
+        self._slow[sid].clear()
+        if self._fair[sid].capacity() > 64:
+            vector[int32_t]().swap(self._fair[sid])
+        if self._slow[sid].capacity() > 64:
+            vector[int32_t]().swap(self._slow[sid])
+        fisher_yates(order, nf, &self._rng)
+        fisher_yates(order + nf, n - nf, &self._rng)
+        s.flags &= ~SF_COLLECTING
+        self._event(E_COHORT_DRAWN, due, sid, -1, -1, -1, n)
+        if self._gap == 0 and sx.q_head < 0:
+            for i in range(n):
+                if i + 8 < n:
+                    se_prefetch(&self._tickets[order[i + 8]])
+                if i + 4 < n:
+                    self._prefetch_ticket(order[i + 4])
+                k = order[i]
+                tk = &self._tickets[k]
+                tk.draw = i
+                tk.cohort_size = n
+                tk.where = W_NONE
+                if tk.state == K_QUEUED:
+                    self._serve(k, due)
+            return
         for i in range(n):
             k = self._shuf[i]
             tk = &self._tickets[k]
             tk.draw = i
             tk.cohort_size = n
             self._enqueue(sid, k)
-        sx.fair_head = sx.fair_tail = sx.slow_head = sx.slow_tail = -1
-        s.flags &= ~SF_COLLECTING
-        self._event(E_COHORT_DRAWN, due, sid, -1, -1, -1, n)
         self._drain(sid, due)
+
+    cdef inline void _prefetch_ticket(self, int32_t k) noexcept nogil:
+        """Prefetch what serving ticket k reads first (its ticket must be cached)."""
+        cdef const Ticket* tk = &self._tickets[k]
+        se_prefetch(&self._patients[tk.patient])
+        se_prefetch(&self._p_tq[tk.patient])
+        se_prefetch(&self._acct_hist[tk.account])
+        se_prefetch(&self._accts[tk.account])
 
     cdef inline int32_t _dequeue(self, int32_t sid) noexcept nogil:
         """Pop the head of the session's drain queue (which must not be empty)."""
@@ -1091,6 +1116,14 @@ cdef class Core:
         se_prefetch(&self._patients[p])
         se_prefetch(&self._acct_hist[a])
         se_prefetch(s)
+        if self._n_marks or self._early_count:
+            se_prefetch(&self._accts[a])
+            if self._early_count:
+                se_prefetch(self._early.data() + <int64_t>a * self._early_count)
+            if self._n_pmarks:
+                se_prefetch(&self._pmarks[p])
+        if self._n_queued or self._cohort_on:
+            se_prefetch(&self._p_tq[p])
 
     def book(self, account, patient, session, channel, now, hold):
         """Book (or hold, if ``hold``) the lowest FREE slot of ``session``, or say why not.
@@ -1390,10 +1423,11 @@ cdef class Core:
         sx.cohort_close = 0
         sx.last_cancel_at = 0
         sx.last_cancel_acct = -1
-        sx.fair_head = sx.fair_tail = sx.slow_head = sx.slow_tail = -1
         sx.q_head = sx.q_tail = -1
         se_grow(self._sx, 1, 8)
         self._sx.push_back(sx)
+        self._fair.resize(self._sx.size())
+        self._slow.resize(self._sx.size())
         se_grow(self._q_init, self._n_ch, 8)
         se_grow(self._q_left, self._n_ch, 8)
         se_grow(self._release, self._n_ch, 8)
@@ -1906,8 +1940,7 @@ cdef class Core:
                                   for i in range(s.capacity)],
                 "collecting": bool(s.flags & SF_COLLECTING),
                 "cohort_close": self._sx[sid].cohort_close,
-                "cohort": (self._list_from(self._sx[sid].fair_head)
-                           + self._list_from(self._sx[sid].slow_head)),
+                "cohort": list(self._fair[sid]) + list(self._slow[sid]),
                 "queue": self._list_from(self._sx[sid].q_head),
                 "last_cancel": (self._sx[sid].last_cancel_at, self._sx[sid].last_cancel_acct),
             })
@@ -2073,48 +2106,42 @@ cdef class Core:
         """Tickets against the cohort lists, drain queues and patients' queued lists."""
         cdef int64_t nt = self._tickets.size(), n_q = 0, n_tq = 0
         cdef int32_t sid, k, p, j, lst
-        cdef int32_t heads[3]
-        cdef uint8_t wh[3]
         cdef const Ticket* tk
         cdef const SessionX* sx
         cdef vector[int8_t] seen
         cdef bint drain_pending
         seen.resize(nt, 0)
         assert <int64_t>self._sx.size() == <int64_t>self._sessions.size()
+        assert self._fair.size() == self._slow.size() == self._sx.size()
         assert self._accts.size() == self._acct_hist.size()
         assert self._pmarks.size() == self._patients.size() == self._p_tq.size()
         for sid in range(<int32_t>self._sessions.size()):
             sx = &self._sx[sid]
-            heads[0] = sx.fair_head
-            heads[1] = sx.slow_head
-            heads[2] = sx.q_head
-            wh[0] = W_FAIR
-            wh[1] = W_SLOW
-            wh[2] = W_QUEUE
             collecting = bool(self._sessions[sid].flags & SF_COLLECTING)
             if not collecting:
-                assert sx.fair_head < 0 and sx.slow_head < 0, f"session {sid}: stale cohort"
-            assert bool(self._sessions[sid].flags & SF_QUEUE) == (sx.q_head >= 0)
-            assert bool(self._sessions[sid].flags & SF_LAST_CANCEL) == (sx.last_cancel_acct >= 0)
-            for lst in range(3):
-                k = heads[lst]
-                j = -1
-                while k >= 0:
-                    assert 0 <= k < nt, f"session {sid}: bad ticket {k} in a list"
+                assert self._fair[sid].size() == 0 and self._slow[sid].size() == 0, \
+                    f"session {sid}: stale cohort"
+            for lst in range(2):
+                for k in (list(self._fair[sid]) if lst == 0 else list(self._slow[sid])):
+                    assert 0 <= k < nt, f"session {sid}: bad ticket {k} in a cohort"
                     assert not seen[k], f"ticket {k} is in two queues"
                     seen[k] = 1
                     tk = &self._tickets[k]
-                    assert tk.session == sid and tk.where == wh[lst], f"ticket {k}: wrong list"
-                    if lst < 2:
-                        assert tk.draw == -1 and tk.lane == lst
-                    j = k
-                    k = tk.next
-                if lst == 0:
-                    assert j == sx.fair_tail
-                elif lst == 1:
-                    assert j == sx.slow_tail
-                else:
-                    assert j == sx.q_tail
+                    assert tk.session == sid and tk.where == W_FAIR + lst, f"ticket {k}: wrong list"
+                    assert tk.draw == -1 and tk.lane == lst
+            assert bool(self._sessions[sid].flags & SF_QUEUE) == (sx.q_head >= 0)
+            assert bool(self._sessions[sid].flags & SF_LAST_CANCEL) == (sx.last_cancel_acct >= 0)
+            k = sx.q_head
+            j = -1
+            while k >= 0:
+                assert 0 <= k < nt, f"session {sid}: bad ticket {k} in the queue"
+                assert not seen[k], f"ticket {k} is in two queues"
+                seen[k] = 1
+                tk = &self._tickets[k]
+                assert tk.session == sid and tk.where == W_QUEUE, f"ticket {k}: wrong list"
+                j = k
+                k = tk.next
+            assert j == sx.q_tail
             if self._gap > 0 and sx.q_head >= 0:
                 assert self._sessions[sid].flags & SF_DRAIN, f"session {sid}: queue not drained"
         for k in range(<int32_t>nt):

@@ -243,8 +243,9 @@ cdef struct Mark:
 
 cdef struct Ticket:
     # 56 bytes.  A ticket sits on at most one list (where): the cohort's fair
-    # or slow list or the drain queue, linked through next; QUEUED tickets are
-    # also on their patient's queued list, linked through p_next.
+    # or slow list (Core._fair / Core._slow, arrays) or the drain queue (linked
+    # through next); QUEUED tickets are also on their patient's queued list,
+    # linked through p_next.
     int64_t submitted_at
     int64_t served_at
     int32_t session
@@ -264,15 +265,12 @@ cdef struct Ticket:
 
 
 cdef struct SessionX:
-    # 56 bytes per session: cohort, drain queue and last cancel.  Read only
-    # when the session's flags say so (SF_COLLECTING, SF_QUEUE, SF_LAST_CANCEL).
+    # 32 bytes per session: drain queue and last cancel (the open cohort's
+    # lists are Core._fair / Core._slow).  Read only when the session's flags
+    # say so (SF_COLLECTING, SF_QUEUE, SF_LAST_CANCEL).
     int64_t cohort_close
     int64_t last_cancel_at
     int32_t last_cancel_acct
-    int32_t fair_head
-    int32_t fair_tail
-    int32_t slow_head
-    int32_t slow_tail
     int32_t q_head
     int32_t q_tail
 
