@@ -100,9 +100,9 @@ for account, prefix in BOTS.items():
 
 # -- fair release ------------------------------------------------------------------
 e = new_engine(FAIR, blacklist=True)
-outcome = Counter()
-by_bot = {a: Counter() for a in BOTS}
-ticket_of = {}  # patient -> its (first) ticket
+outcome: Counter[str] = Counter()
+by_bot: dict[str, Counter[str]] = {a: Counter() for a in BOTS}
+ticket_of: dict[str, int] = {}  # patient -> its (first) ticket
 for t, account, patient in arrivals:
     r = e.book(account, patient, SESSION, "app", now=t)
     what = se.Reason(r.reason).name if r.reason else se.Status(r.status).name
@@ -130,9 +130,9 @@ won = {e.ticket(ev.detail).patient: e.ticket(ev.detail) for ev in events
 print("\nFair release (default Policy: 5-minute pre-queue, 60 s cohort, risk rules on)")
 for name, n in sorted(outcome.items(), key=lambda kv: -kv[1]):
     line(f"requests {name}", n)
-for account, n in by_bot.items():
-    line(f"{account} tickets fair/slow", f"{n['fair']}/{n['slow']}",
-         f"{n['THROTTLED']} THROTTLED, {n['DUPLICATE_TICKET']} DUPLICATE_TICKET")
+for account, c in by_bot.items():
+    line(f"{account} tickets fair/slow", f"{c['fair']}/{c['slow']}",
+         f"{c['THROTTLED']} THROTTLED, {c['DUPLICATE_TICKET']} DUPLICATE_TICKET")
 line("cohort size", drawn[0].detail, f"drawn at {hms(drawn[0].at)}, one seeded lottery")
 print(f"  {'lane':<8}{'tickets':>8}{'wins':>6}{'win share':>11}{'win rate':>10}")
 for lane in ("fair", "slow"):
@@ -167,8 +167,8 @@ e._check_invariants()
 
 # -- first come, first served, on the same arrivals ------------------------------------
 f = new_engine(FCFS, blacklist=False)
-fcfs_outcome = Counter()
-booked = {}  # patient -> account
+fcfs_outcome: Counter[str] = Counter()
+booked: dict[str, str] = {}  # patient -> account
 for t, account, patient in arrivals:
     r = f.book(account, patient, SESSION, "app", now=t)
     fcfs_outcome[se.Reason(r.reason).name if r.reason else se.Status(r.status).name] += 1
