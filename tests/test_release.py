@@ -394,3 +394,15 @@ def test_events_array_gives_dense_ids(backend):
     assert kinds[0] == EK.COHORT_DRAWN and sorted(kinds[1:]) == [EK.TICKET_SERVED, EK.TICKET_FAILED]
     assert all(isinstance(v, np.ndarray) for v in arr.values())
     assert len(e.events_array()["kind"]) == 0
+
+
+def test_a_rule_leaves_a_flagged_account_as_it_is(backend):
+    e = make(backend)
+    for i in range(10):
+        add(e, f"S{i}", dept=f"D{i}")
+    e.flag(account="bot", reason="blacklist", until=T0 + 2 * DAY, now=T0)
+    for i in range(10):  # twice the early-request threshold
+        e.book("bot", f"P{i}", f"S{i}", now=REL + i)
+    risk = e.risk(account="bot")
+    assert (risk.flag_reason, risk.flag_source, risk.flagged_until) == (FR.BLACKLIST, "host", T0 + 2 * DAY)
+    assert [(f.action, f.reason) for f in e.flag_log()] == [("flag", FR.BLACKLIST)]

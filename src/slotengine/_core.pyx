@@ -1055,6 +1055,16 @@ cdef class Core:
         se_grow(self._flag_log, 1, 4)
         self._flag_log.push_back(row)
 
+    cdef void _rule_flag(self, int32_t a, int reason, int64_t now) noexcept nogil:
+        """A policy rule flags an account for flag_ms, unless it is flagged already.
+
+        So a host's flag keeps its reason, and a rule firing again on a
+        flagged account neither extends the flag nor fills the log.
+        """
+        if now < self._accts[a].flag_until:
+            return
+        self._flag(0, a, reason, now + self._flag_ms, now)
+
     cdef void _early_signal(self, int32_t a, int64_t now) noexcept nogil:
         """Record an early request; early_count of them in the window flag the account."""
         cdef Account* ac = &self._accts[a]
@@ -1062,7 +1072,7 @@ cdef class Core:
         ring_push(times, &ac.n_early, self._early_count, now)
         if ring_count_after(times, ac.n_early, now - self._early_window) >= self._early_count:
             ac.n_early = 0
-            self._flag(0, a, FR_EARLY_REQUESTS, now + self._flag_ms, now)
+            self._rule_flag(a, FR_EARLY_REQUESTS, now)
 
     cdef void _cancel_signal(self, int32_t a, int64_t now) noexcept nogil:
         """Record a cancellation by the account; enough of them flag it."""
@@ -1071,7 +1081,7 @@ cdef class Core:
         ring_push(times, &ac.n_cancels, self._cflag_count, now)
         if ring_count_after(times, ac.n_cancels, now - self._cflag_window) >= self._cflag_count:
             ac.n_cancels = 0
-            self._flag(0, a, FR_CANCELLATIONS, now + self._flag_ms, now)
+            self._rule_flag(a, FR_CANCELLATIONS, now)
 
     cdef void _many_patients(self, int32_t a, int64_t now) noexcept nogil:
         """Flag an unflagged account that booked for patients_flag_count distinct patients."""
@@ -1095,7 +1105,7 @@ cdef class Core:
                     self._scratch[nd] = bk.patient
                 nd += 1
                 if nd >= self._pflag_count:
-                    self._flag(0, a, FR_MANY_PATIENTS, now + self._flag_ms, now)
+                    self._rule_flag(a, FR_MANY_PATIENTS, now)
                     return
             b = bk.a_prev
 
@@ -1105,8 +1115,8 @@ cdef class Core:
         cdef int32_t other = sx.last_cancel_acct
         if other == a or now - sx.last_cancel_at > self._rebook_ms:
             return
-        self._flag(0, other, FR_CANCEL_REBOOK, now + self._flag_ms, now)
-        self._flag(0, a, FR_CANCEL_REBOOK, now + self._flag_ms, now)
+        self._rule_flag(other, FR_CANCEL_REBOOK, now)
+        self._rule_flag(a, FR_CANCEL_REBOOK, now)
         sx.last_cancel_at = 0
         sx.last_cancel_acct = -1
         self._sessions[sid].flags &= ~SF_LAST_CANCEL

@@ -840,6 +840,9 @@ class Core:
         self._event(ev, t, -1, -1, key if kind == 1 else -1, key if kind == 0 else -1, detail)
 
     def _auto_flag(self, a: int, reason: FlagReason, t: int) -> None:
+        """A rule flags an unflagged account for flag_ms; a flagged one is left as it is."""
+        if t < self._accounts[a].flag_until:
+            return
         self._flag(0, a, reason, t + self._policy.flag_ms, t)
 
     def _free_slot(self, b_id: int) -> None:
