@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml setup.py
 
 # pip install -e does not rebuild on .pyx edits: always rebuild in place.
 build: $(STAMP)
+	@# After `make debug` the generated C++ has bounds checks: regenerate it.
+	@if [ -f build/.debug ]; then rm -f build/.debug src/slotengine/_core.cpp; fi
 	$(PY) setup.py -q build_ext --inplace
 
 demo: build
@@ -31,6 +33,7 @@ bench: build
 # Bounds checks on and the cython -a annotation (src/slotengine/_core.html).
 debug: $(STAMP)
 	SLOTENGINE_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
+	mkdir -p build && touch build/.debug
 
 clean:
 	rm -rf $(VENV) build src/slotengine/_core.cpp src/slotengine/*.so src/slotengine/*.html .hypothesis .benchmarks

@@ -25,4 +25,5 @@ ext = Extension(
     extra_compile_args=["-O2", "-std=c++17"] + (["-O0", "-g"] if DEBUG else []),
 )
 
-setup(ext_modules=cythonize([ext], compiler_directives=directives, annotate=DEBUG))
+# Debug builds must re-cythonize: the directives and the annotation change.
+setup(ext_modules=cythonize([ext], compiler_directives=directives, annotate=DEBUG, force=DEBUG))
