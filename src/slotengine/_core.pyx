@@ -324,35 +324,27 @@ cdef class Core:
     # ------------------------------------------------------------------------
     # validation helpers: raise the contract's typed error, change nothing
 
-    cdef int32_t _session_id(self, object x) except -1:
-        cdef int64_t v = _id(x, "session")
-        if v < 0 or v >= <int64_t>self._sessions.size():
-            raise UnknownSession(f"unknown session {v}")
+    cdef int32_t _checked_id(self, object x, str what, int64_t n, object err) except -1:
+        """``x`` as a dense id below ``n``, else ``err`` ("unknown <what> <x>")."""
+        cdef int64_t v = _id(x, what)
+        if v < 0 or v >= n:
+            raise err(f"unknown {what} {v}")
         return <int32_t>v
+
+    cdef int32_t _session_id(self, object x) except -1:
+        return self._checked_id(x, "session", self._sessions.size(), UnknownSession)
 
     cdef int32_t _booking_id(self, object x) except -1:
-        cdef int64_t v = _id(x, "booking")
-        if v < 0 or v >= <int64_t>self._bookings.size():
-            raise UnknownBooking(f"unknown booking {v}")
-        return <int32_t>v
+        return self._checked_id(x, "booking", self._bookings.size(), UnknownBooking)
 
     cdef int32_t _patient_id(self, object x) except -1:
-        cdef int64_t v = _id(x, "patient")
-        if v < 0 or v >= <int64_t>self._patients.size():
-            raise UnknownPatient(f"unknown patient {v}")
-        return <int32_t>v
+        return self._checked_id(x, "patient", self._patients.size(), UnknownPatient)
 
     cdef int32_t _account_id(self, object x) except -1:
-        cdef int64_t v = _id(x, "account")
-        if v < 0 or v >= <int64_t>self._acct_hist.size():
-            raise UnknownAccount(f"unknown account {v}")
-        return <int32_t>v
+        return self._checked_id(x, "account", self._acct_hist.size(), UnknownAccount)
 
     cdef int32_t _channel_id(self, object x) except -1:
-        cdef int64_t v = _id(x, "channel")
-        if v < 0 or v >= self._n_ch:
-            raise UnknownChannel(f"unknown channel {v}")
-        return <int32_t>v
+        return self._checked_id(x, "channel", self._n_ch, UnknownChannel)
 
     cdef int64_t _check_now(self, object x) except -1:
         cdef int64_t v = _int(x, "now")
@@ -1749,10 +1741,7 @@ cdef class Core:
             self._flag(<int>vk[i], <int32_t>vy[i], FR_BLACKLIST, vu[i], t)
 
     cdef int32_t _ticket_id(self, object x) except -1:
-        cdef int64_t v = _id(x, "ticket")
-        if v < 0 or v >= <int64_t>self._tickets.size():
-            raise UnknownTicket(f"unknown ticket {v}")
-        return <int32_t>v
+        return self._checked_id(x, "ticket", self._tickets.size(), UnknownTicket)
 
     def cancel_ticket(self, ticket, account, now):
         """Withdraw a QUEUED ticket (owner only); it is skipped when its turn comes."""
