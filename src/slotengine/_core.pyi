@@ -1,5 +1,5 @@
 """Type stub of the compiled core (``_core.pyx``); kept honest by ``mypy.stubtest``."""
-from typing import Any, Sequence, final
+from typing import Callable, Any, Sequence, final
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,24 @@ class Core:
     def book(
         self, account: int, patient: int, session: int, channel: int, now: int, hold: bool
     ) -> Result: ...
+    def bind_names(
+        self,
+        accounts: dict[str, int],
+        patients: dict[str, int],
+        sessions: dict[str, int],
+        channels: dict[str, int],
+        slow_book: Callable[[Any, Any, Any, Any, Any, Any], Any],
+    ) -> None: ...
+    def book_named(
+        self,
+        account: Any,
+        patient: Any,
+        session: Any,
+        channel: Any = None,
+        *,
+        now: Any,
+        hold: Any = False,
+    ) -> Any: ...
     def book_many(
         self,
         accounts: _IntColumn,

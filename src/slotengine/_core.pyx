@@ -106,6 +106,9 @@ cdef inline int _code(int status, int reason) noexcept nogil:
     return status | (reason << 8)
 
 
+cdef int64_t _MAX_MS_C = MAX_MS
+
+
 @cython.final
 @cython.auto_pickle(False)
 cdef class Core:
@@ -119,6 +122,10 @@ cdef class Core:
     >>> c.book(0, 0, 0, 0, 10, False)                                 # doctest: +SKIP
     Result(status=BOOKED, session=0, slot=1, booking=0, window=(100, 110))
     """
+
+    # -- the Engine's intern dicts, for book_named (see bind_names) --
+    cdef dict _acc_ids, _pat_ids, _ses_ids, _chan_ids
+    cdef object _slow_book
 
     # -- policy (read once from CorePolicy) --
     cdef int32_t _n_ch
@@ -1147,6 +1154,56 @@ cdef class Core:
         out.ticket = -1
         out.retry = 0
         code = self._book(a, p, sid, c, t, h, &out)
+        r = _result(code, sid, out.slot, out.booking, &self._sessions[sid])
+        r._ticket = out.ticket
+        r._retry = out.retry
+        return r
+
+    def bind_names(self, dict accounts, dict patients, dict sessions, dict channels,
+                   slow_book):
+        """Let ``book_named`` read the Engine's intern dicts (str -> dense id).
+
+        ``slow_book(account, patient, session, channel, now, hold)`` handles
+        every call the fast path does not: a new or bad id, a datetime, a bad
+        ``hold``, time out of range.  The dicts are shared, not copied.
+        """
+        self._acc_ids = accounts
+        self._pat_ids = patients
+        self._ses_ids = sessions
+        self._chan_ids = channels
+        self._slow_book = slow_book
+
+    def book_named(self, account, patient, session, channel=None, *, now, hold=False):
+        """``Engine.book`` without a Python frame: string ids looked up here, in C.
+
+        Known ids, int ``now`` in range and a bool ``hold`` go straight to the
+        command path; anything else goes to the Engine's checked slow path.
+        """
+        cdef object a, p, s, c
+        cdef int64_t t
+        cdef BookOut out
+        cdef int code
+        cdef int32_t sid
+        cdef Result r
+        try:
+            a = self._acc_ids.get(account)
+            p = self._pat_ids.get(patient)
+            s = self._ses_ids.get(session)
+            c = self._pub if channel is None else self._chan_ids.get(channel)
+        except TypeError:  # an unhashable id: let the slow path name the error
+            a = None
+        if (a is None or p is None or s is None or c is None or type(now) is not int
+                or (hold is not True and hold is not False)):
+            return self._slow_book(account, patient, session, channel, now, hold)
+        if not (self._now <= now <= _MAX_MS_C):
+            return self._slow_book(account, patient, session, channel, now, hold)
+        t = now
+        sid = <int32_t>s
+        out.slot = -1
+        out.booking = -1
+        out.ticket = -1
+        out.retry = 0
+        code = self._book(<int32_t>a, <int32_t>p, sid, <int32_t>c, t, hold is True, &out)
         r = _result(code, sid, out.slot, out.booking, &self._sessions[sid])
         r._ticket = out.ticket
         r._retry = out.retry

@@ -288,6 +288,12 @@ class Engine:
         self._session_ids = self._sessions.ids
         self._account_ids = self._accounts.ids
         self._patient_ids = self._patients.ids
+        if hasattr(self._core, "book_named"):
+            # The compiled core looks the ids up itself and calls back into the
+            # checked slow path for anything else: no Python frame per booking.
+            self._core.bind_names(self._account_ids, self._patient_ids, self._session_ids,
+                                  self._channels, self._book_new_ids)
+            self.book = self._core.book_named  # type: ignore[method-assign]
 
     # -- clock ---------------------------------------------------------------
 
