@@ -74,3 +74,10 @@ def test_fair_release_demo_runs_and_reports() -> None:
 
 def test_fair_release_demo_is_deterministic() -> None:
     assert _run("fair_release.py") == _run("fair_release.py")
+
+
+def test_readme_quick_start_runs():
+    """The README's quick start is code a newcomer pastes: it must run as written."""
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "README.md quick start", "exec"), {})
