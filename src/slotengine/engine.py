@@ -11,6 +11,7 @@ it was.  The engine is single-writer and not thread-safe: serialize calls.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 from types import MappingProxyType
@@ -601,13 +602,28 @@ class Engine:
 
     def events(self) -> list[Event]:
         """Drain the events produced since the last call (without moving the clock)."""
-        out = []
-        ses, pat, acc = self._sessions.names, self._patients.names, self._accounts.names
-        for kind, at, s, b, p, a, detail in self._core.drain_events():
-            out.append(Event(_EVENT_KINDS[kind], at, ses[s] if s >= 0 else None,
-                             b if b >= 0 else None, pat[p] if p >= 0 else None,
-                             acc[a] if a >= 0 else None, detail))
-        return out
+        # Column by column from the arrays: a rush drains millions of events, and
+        # per-column list work is several times cheaper than per-event Python.
+        # The collector is paused while they are built: otherwise it walks the
+        # whole heap again and again as the new tuples pile up (2x slower).
+        cols = self._core.drain_events_array()
+        if not len(cols["kind"]):
+            return []
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return list(map(_new_event, zip(
+                [_EVENT_KINDS[k] for k in cols["kind"].tolist()],
+                cols["at"].tolist(),
+                _names_or_none(cols["session"], self._sessions.names),
+                [b if b >= 0 else None for b in cols["booking"].tolist()],
+                _names_or_none(cols["patient"], self._patients.names),
+                _names_or_none(cols["account"], self._accounts.names),
+                cols["detail"].tolist(),
+            )))
+        finally:
+            if paused:
+                gc.enable()
 
     def events_array(self) -> dict[str, np.ndarray]:
         """Drain the events as numpy arrays of dense ids (for rushes with millions of events).
@@ -943,6 +959,14 @@ class Engine:
     def memory_usage(self) -> dict[str, int]:
         """Bytes held by the backend's structures (compiled core only)."""
         return dict(self._core.memory_usage())
+
+
+def _new_event(fields: tuple) -> Event:
+    return tuple.__new__(Event, fields)  # type: ignore[return-value]
+
+
+def _names_or_none(ids: np.ndarray, names: list[str]) -> list[str | None]:
+    return [names[i] if i >= 0 else None for i in ids.tolist()]
 
 
 def _int(value: object, name: str, lo: int, hi: int) -> int:
