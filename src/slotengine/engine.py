@@ -33,7 +33,7 @@ from .errors import (
     UnknownSession,
     UnknownTicket,
 )
-from .outcomes import BookingState, EventKind, FlagReason, Reason, SlotState, Status, Tier, TicketState
+from .outcomes import BookingState, EventKind, FlagReason, Reason, Status, Tier, TicketState
 from .policy import Policy
 from .times import DAY, MAX_MS, MINUTE, from_ms, to_ms
 
