@@ -22,7 +22,7 @@ build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 demo: build
-	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py
+	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py && $(PY) examples/waitlist_demo.py
 
 test: build
 	$(PY) -m pytest -q

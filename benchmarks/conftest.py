@@ -17,7 +17,10 @@ _REPORT = pytest.StashKey["Report"]()
 
 
 def pytest_collect_file(file_path, parent):  # type: ignore[no-untyped-def]
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    # A file named on the command line is already collected by pytest's python
+    # plugin (initial paths bypass ``python_files``): do not collect it twice.
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
+            and not parent.session.isinitpath(file_path)):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 

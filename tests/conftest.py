@@ -28,7 +28,8 @@ BACKENDS = ["core", "reference"]
 #: Policy fields that switch off fair release, the slow lane and the risk
 #: signals, for tests of the plain slot ledger's rules.
 LEDGER_ONLY = dict(prequeue_minutes=0, cohort_seconds=0, early_flag=(0, 1),
-                   cancel_flag=(0, 30), patients_flag=(0, 30), rebook_seconds=0)
+                   cancel_flag=(0, 30), patients_flag=(0, 30), rebook_seconds=0,
+                   rerelease_seconds=(0, 0), on_suspend="cancel")
 
 
 @pytest.fixture(params=BACKENDS)

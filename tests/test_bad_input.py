@@ -28,6 +28,7 @@ from slotengine.errors import (
     UnknownBooking,
     UnknownChannel,
     UnknownPatient,
+    UnknownRequest,
     UnknownSession,
 )
 from slotengine.times import DAY, HOUR, MAX_MS
@@ -259,6 +260,82 @@ case("explain", [(None, InvalidType), ("0", InvalidType), (True, InvalidType), (
      lambda v: lambda e: e.explain(v))
 
 
+# -- waitlist (候补) -------------------------------------------------------------------------------
+# Run on the ``wl`` fixture: S1..S4 full (bookings 0..3 of A1..A4/P1..P4), request 0 of A5/P5
+# waiting for S1 and S2; Policy.waitlist_candidates = 3.
+
+WL_CASES: list = []
+
+
+def wl_case(name: str, family: list, make_call) -> None:
+    for value, exc in family:
+        WL_CASES.append(pytest.param(make_call(value), exc, id=f"{name}={_slug(value)}"))
+
+
+#: a waitlist request id (one request exists: 0)
+BAD_REQUEST = [
+    (None, InvalidType), (0.0, InvalidType), (np.float64(0.0), InvalidType), (True, InvalidType),
+    (False, InvalidType), ("0", InvalidType), (b"0", InvalidType), ([0], InvalidType),
+    (Decimal(0), InvalidType),
+    (-1, UnknownRequest), (1, UnknownRequest), (np.int64(7), UnknownRequest),
+    (2**31, UnknownRequest), (2**63, UnknownRequest), (-(2**63), UnknownRequest),
+    (10**30, UnknownRequest),
+]
+BAD_SESSIONS = [
+    ("S3", InvalidType), (b"S3", InvalidType), (None, InvalidType), (3, InvalidType),
+    (3.0, InvalidType), ([None], InvalidType), (["S3", 3], InvalidType), ([0], InvalidType),
+    ([b"S3"], InvalidType), ([["S3"]], InvalidType), (["S3", True], InvalidType),
+    ([], InvalidArgument), ((), InvalidArgument), (["S1", "S2", "S3", "S4"], InvalidArgument),
+    (["S3"] * 9, InvalidArgument), (["S3", "S3"], InvalidArgument),
+    (["S3", "S4", "S3"], InvalidArgument), ([""], InvalidArgument), ([" "], InvalidArgument),
+    (["S\x00"], InvalidArgument), (["x" * 257], InvalidArgument),
+    (["S9"], UnknownSession), (["S3", "S9"], UnknownSession), (["s3"], UnknownSession),
+    (["张三"], UnknownSession), (["S9", "S9"], UnknownSession),
+    # candidates are an ordered preference: a set has no order (it would follow PYTHONHASHSEED)
+    ({"S3"}, InvalidType), (frozenset({"S4"}), InvalidType),
+]
+BAD_DEADLINE = BAD_MS + [
+    (None, InvalidType), (NOW, InvalidArgument), (NOW - 1, InvalidArgument), (0, InvalidArgument),
+    (se.from_ms(NOW, CST), InvalidArgument), (MAX_MS + 1, InvalidArgument),
+]
+BAD_PRIORITY = [
+    (1, InvalidType), (0, InvalidType), (True, InvalidType), (1.0, InvalidType),
+    (b"public", InvalidType), (["public"], InvalidType), (("public",), InvalidType),
+    ("vip", InvalidArgument), ("", InvalidArgument), ("moved", InvalidArgument),
+    ("Public", InvalidArgument), ("public ", InvalidArgument), ("公众", InvalidArgument),
+]
+
+for _who, (_acc, _pat) in {"known": ("A1", "P1"), "new": ("A9", "P9")}.items():
+    def _join(acc=_acc, pat=_pat, ses=("S3", "S4"), deadline=START + 5 * DAY, ch=None,
+              prio=None, now=NOW):
+        return lambda e: e.join_waitlist(acc, pat, list(ses) if isinstance(ses, tuple) else ses,
+                                         deadline=deadline, channel=ch, priority=prio, now=now)
+    wl_case(f"join_waitlist[{_who}].account", BAD_ID, lambda v, j=_join: j(acc=v))
+    wl_case(f"join_waitlist[{_who}].patient", BAD_ID, lambda v, j=_join: j(pat=v))
+    wl_case(f"join_waitlist[{_who}].sessions", BAD_SESSIONS, lambda v, j=_join: j(ses=v))
+    wl_case(f"join_waitlist[{_who}].deadline", BAD_DEADLINE, lambda v, j=_join: j(deadline=v))
+    wl_case(f"join_waitlist[{_who}].channel", BAD_CHANNEL, lambda v, j=_join: j(ch=v))
+    wl_case(f"join_waitlist[{_who}].priority", BAD_PRIORITY, lambda v, j=_join: j(prio=v))
+    wl_case(f"join_waitlist[{_who}].now", BAD_NOW + [(None, InvalidType)],
+            lambda v, j=_join: j(now=v))
+# a tuple of sessions is fine; a deadline as an aware datetime too (see the test below)
+
+wl_case("cancel_waitlist.request", BAD_REQUEST,
+        lambda v: lambda e: e.cancel_waitlist(v, account="A5", now=NOW))
+wl_case("cancel_waitlist.account", BAD_ID + [("nobody", UnknownAccount), ("P5", UnknownAccount)],
+        lambda v: lambda e: e.cancel_waitlist(0, account=v, now=NOW))
+wl_case("cancel_waitlist.now", BAD_NOW + [(None, InvalidType)],
+        lambda v: lambda e: e.cancel_waitlist(0, account="A5", now=v))
+wl_case("waitlist", BAD_REQUEST, lambda v: lambda e: e.waitlist(v))
+wl_case("session_waitlist", BAD_SESSION, lambda v: lambda e: e.session_waitlist(v))
+wl_case("explain.request", BAD_REQUEST, lambda v: lambda e: e.explain(request=v))
+wl_case("explain.two_of", [
+    ((0, None, 0), InvalidArgument), ((None, 0, 0), InvalidArgument), ((0, 0, 0), InvalidArgument),
+    (("x", None, 0), InvalidArgument), ((None, -1, 99), InvalidArgument),
+    ((0, 0, None), InvalidArgument),
+], lambda v: lambda e: e.explain(v[0], ticket=v[1], request=v[2]))
+
+
 # -- the tests -----------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -369,6 +446,8 @@ POLICY_INT_FIELDS = [
     "utc_offset_minutes", "release_days_default", "release_minute_of_day", "rollover_minutes",
     "session_minutes", "hold_minutes", "cancel_cutoff_minutes", "account_patients",
     "account_window_days", "strike_window_days", "cancel_strikes", "cancel_window_days",
+    "waitlist_candidates", "waitlist_per_patient", "waitlist_per_session",
+    "noshow_release_minutes",
 ]
 
 
@@ -406,8 +485,64 @@ def test_policy_bool_fields_reject_junk(field, value):
     (dict(ban_days=None), PolicyError), (dict(ban_days=(30.0,)), PolicyError),
     (dict(ban_days=(True,)), PolicyError), (dict(ban_days=(2**63,)), PolicyError),
     (dict(ban_days="30"), PolicyError),
+    (dict(waitlist_classes=None), PolicyError), (dict(waitlist_classes=("a", b"x")), PolicyError),
+    (dict(waitlist_classes=("a", None)), PolicyError), (dict(waitlist_classes=("a", " ")), PolicyError),
+    (dict(waitlist_class_of_channel="app"), InvalidType),
+    (dict(waitlist_class_of_channel={"app": None}), PolicyError),
+    (dict(waitlist_class_of_channel={"app": 1}), PolicyError),
+    (dict(waitlist_class_of_channel={b"app": "public"}), PolicyError),
+    (dict(rerelease_seconds=None), InvalidType), (dict(rerelease_seconds="30,300"), InvalidType),
+    (dict(rerelease_seconds=(1.0, 2)), PolicyError), (dict(rerelease_seconds=(True, 2)), PolicyError),
+    (dict(rerelease_seconds=(0, 10**30)), PolicyError), (dict(rerelease_seconds=(5, 4)), PolicyError),
+    (dict(on_suspend=None), InvalidType), (dict(on_suspend=b"move"), InvalidType),
+    (dict(on_suspend="MOVE"), PolicyError), (dict(on_suspend=""), PolicyError),
 ])
 def test_policy_structured_fields_reject_junk(kw, exc):
     with pytest.raises(exc) as info:
         se.Policy(**kw)
     assert type(info.value) is exc and isinstance(info.value, SlotEngineError)
+
+
+@pytest.fixture
+def wl(backend: str) -> se.Engine:
+    """Four full sessions S1..S4 (bookings 0..3) and request 0 (A5/P5 for S1, S2); clock at NOW."""
+    e = se.Engine(seed=1, backend=backend)
+    for i, name in enumerate(["S1", "S2", "S3", "S4"]):
+        e.add_session(name, hospital="H1", department="Cardiology", doctor="Dr Li",
+                      starts_at=START + i * DAY, capacity=1, fee=6000, release={"app": T0})
+        assert e.book(f"A{i + 1}", f"P{i + 1}", name, now=T1).booking == i
+    r = e.join_waitlist("A5", "P5", ["S1", "S2"], deadline=START, now=T1)
+    assert (r.status, r.request) == (se.Status.WAITLISTED, 0)
+    e.advance(NOW)
+    return e
+
+
+@pytest.mark.parametrize("call, exc", WL_CASES)
+def test_waitlist_bad_input_raises_typed_error_and_changes_nothing(wl, call, exc):
+    before = snapshot(wl)
+    with pytest.raises(exc) as info:
+        call(wl)
+    assert type(info.value) is exc, repr(info.value)
+    assert isinstance(info.value, SlotEngineError)
+    assert str(info.value)
+    assert snapshot(wl) == before
+    wl._check_invariants()
+    # and the engine still works afterwards
+    r = wl.join_waitlist("A6", "P6", ("S3",), deadline=se.from_ms(START + 5 * DAY, CST), now=NOW)
+    assert (r.status, r.reason, r.request) == (se.Status.WAITLISTED, se.Reason.NONE, 1)
+    assert wl.waitlist(np.int64(1)).sessions == ("S3",)
+    assert wl.session_waitlist("S1") == [0]
+
+
+def test_waitlist_unicode_ids(backend):
+    e = se.Engine(backend=backend)
+    e.add_session("心内科-上午", hospital="北京协和医院", department="心内科", doctor="张三 主任",
+                  starts_at=START, capacity=1, fee=6000, release={"app": T0})
+    e.book("账号一", "张三", "心内科-上午", now=T1)
+    r = e.join_waitlist("账号二", "李四", ["心内科-上午"], deadline=START, now=T1)
+    assert r.status == se.Status.WAITLISTED
+    w = e.waitlist(r.request)
+    assert (w.account, w.patient, w.sessions) == ("账号二", "李四", ("心内科-上午",))
+    assert e.session_waitlist("心内科-上午") == [0]
+    assert "李四" in e.explain(request=0)
+    e._check_invariants()

@@ -81,3 +81,21 @@ def test_readme_quick_start_runs():
     readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
     block = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(block, "README.md quick start", "exec"), {})
+
+
+def test_waitlist_demo_runs_and_reports() -> None:
+    out = _run("waitlist_demo.py")
+    for heading in ("Waitlist first (default Policy)", "Hand-offs (scalper cancels",
+                    "A week of ordinary cancellations", "停诊 of Chen/Wed/PM", "Waitlist outcome",
+                    "Events by kind", "explain(request=...) of a referral request",
+                    "Open re-booking", "Summary"):
+        assert heading in out, heading
+    # The waitlist takes every handed-off slot; without it every hand-off works.
+    assert "hand-offs that reached the buyer   0 of 6 waitlist first  vs 6 of 6 open" in out
+    assert "REJECTED SLOTS_LEFT" in out and "(FLAGGED); it keeps its place" in out
+    assert "BOOKING_MOVED" in out and "BOOKING_WAITLISTED" in out
+    assert "referral requests filled: 8 of 8" in out
+
+
+def test_waitlist_demo_is_deterministic() -> None:
+    assert _run("waitlist_demo.py") == _run("waitlist_demo.py")

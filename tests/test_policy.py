@@ -70,6 +70,14 @@ def test_compile_gives_the_integer_form():
         patients_flag_window_ms=30 * DAY,
         rebook_ms=10_000,
         flag_ms=30 * DAY,
+        wl_classes=3,
+        wl_candidates=3,
+        wl_per_patient=3,
+        wl_session_cap=500,
+        rerelease_min_ms=30_000,
+        rerelease_max_ms=300_000,
+        noshow_grace_ms=0,
+        suspend_action=1,
     )
     for name in ("n_channels", "public_channel", "hold_ms", "account_patients",
                  "account_window_ms", "strike_window_ms", "cancel_strikes", "cancel_window_ms"):
@@ -118,6 +126,12 @@ def test_policy_is_frozen_and_copies_its_mappings():
     dict(channels=("a",), public_channel="a", release_days={}),
     dict(channels=tuple(f"c{i}" for i in range(32)), public_channel="c0", release_days={}),
     dict(channels=("门诊", "窗口"), public_channel="门诊", release_days={"窗口": 3}),
+    dict(waitlist_candidates=1), dict(waitlist_candidates=8), dict(waitlist_per_patient=100),
+    dict(waitlist_per_session=1), dict(waitlist_per_session=1_000_000),
+    dict(rerelease_seconds=(0, 0)), dict(rerelease_seconds=[86400, 86400]),
+    dict(noshow_release_minutes=1440), dict(on_suspend="cancel"), dict(on_suspend="waitlist"),
+    dict(waitlist_classes=("所有人",), waitlist_class_of_channel={}),
+    dict(waitlist_classes=tuple("abcdefgh"), waitlist_class_of_channel={"app": "h"}),
 ])
 def test_boundary_values_are_accepted(kw):
     p = se.Policy(**kw)
@@ -148,6 +162,16 @@ def test_boundary_values_are_accepted(kw):
     dict(patient_limits=((1, 3661),)), dict(patient_limits=((1, 1, 1),)), dict(patient_limits=((1,),)),
     dict(patient_limits=((1, 1),) * 9), dict(patient_limits=(5,)),
     dict(ban_days=()), dict(ban_days=[]), dict(ban_days=(-1,)), dict(ban_days=(3661,)),
+    # waitlist
+    dict(waitlist_candidates=0), dict(waitlist_candidates=9), dict(waitlist_per_patient=0),
+    dict(waitlist_per_session=0), dict(waitlist_per_session=1_000_001),
+    dict(rerelease_seconds=(10, 5)), dict(rerelease_seconds=(-1, 5)),
+    dict(rerelease_seconds=(0, 86401)), dict(noshow_release_minutes=-1),
+    dict(noshow_release_minutes=1441), dict(on_suspend="drop"),
+    dict(waitlist_classes=()), dict(waitlist_classes=("a", "a")), dict(waitlist_classes=("",)),
+    dict(waitlist_classes=tuple("abcdefghi")), dict(waitlist_classes="public"),
+    dict(waitlist_class_of_channel={"fax": "public"}),
+    dict(waitlist_class_of_channel={"app": "vip"}),
 ])
 def test_out_of_range_values_are_policy_errors(kw):
     with pytest.raises(PolicyError) as info:
@@ -163,6 +187,8 @@ def test_out_of_range_values_are_policy_errors(kw):
     dict(one_per_department_day=1), dict(bar_first_visit_expert="no"),
     dict(release_days=None), dict(release_days=[("referral", 28)]),
     dict(patient_limits=None), dict(patient_limits={(2, 1)}),
+    dict(waitlist_candidates=2.0), dict(rerelease_seconds=30), dict(rerelease_seconds=(1, 2, 3)),
+    dict(on_suspend=1), dict(waitlist_class_of_channel=[("app", "public")]),
 ])
 def test_wrong_types_are_invalid_type(kw):
     with pytest.raises(InvalidType) as info:
@@ -176,3 +202,21 @@ def test_engine_uses_the_policy_channels():
     assert list(e.channel_ids(["web", "desk", None])) == [0, 1, 1]
     with pytest.raises(se.errors.UnknownChannel):
         e.channel_ids(["app"])
+
+
+def test_waitlist_defaults_and_classes():
+    p = se.Policy()
+    assert p.waitlist_classes == ("referral", "followup", "public")
+    assert (p.waitlist_candidates, p.waitlist_per_patient, p.waitlist_per_session) == (3, 3, 500)
+    assert p.rerelease_seconds == (30, 300) and p.noshow_release_minutes == 0
+    assert p.on_suspend == "move"
+    assert [p.waitlist_class(ch) for ch in p.channels] == [
+        "public", "public", "public", "public", "referral", "followup"]
+    c = se.Policy(on_suspend="cancel", rerelease_seconds=[0, 0], noshow_release_minutes=15,
+                  waitlist_classes=("vip", "all"), waitlist_class_of_channel={}).compile()
+    assert (c.suspend_action, c.rerelease_min_ms, c.rerelease_max_ms) == (0, 0, 0)
+    assert (c.noshow_grace_ms, c.wl_classes) == (15 * MINUTE, 2)
+    assert se.Policy(on_suspend="waitlist").compile().suspend_action == 2
+    # a hand-built CorePolicy keeps the plain ledger: freed slots free at once, suspend cancels
+    bare = CorePolicy(*se.Policy().compile()[:12])
+    assert (bare.rerelease_max_ms, bare.noshow_grace_ms, bare.suspend_action) == (0, 0, 0)

@@ -34,23 +34,28 @@ PUB, CH1, CH2 = 0, 1, 2
 
 @pytest.fixture
 def make(backend):
-    """``make(**policy_changes)`` -> a backend (conftest's ``backend``) with 4 patients and 4 accounts."""
+    """``make(**policy_changes)`` -> a backend (conftest's ``backend``) with 4 patients and 4
+    accounts; every one built must still pass its invariants when the test ends."""
     cls = CLASSES[backend]
+    built = []
 
     def build(**changes):
         core = cls(BASE._replace(**changes), 7)
         core.ensure_patients(4)
         core.ensure_accounts(4)
+        built.append(core)
         return core
-    return build
+    yield build
+    for core in built:
+        core._check_invariants()
 
 
 def session(core, *, hospital=0, department=0, tier=0, day=0, starts_at=1000, end_at=1100,
             rollover_at=900, cutoff=800, slot_ms=10, quotas=(2, 0, 0), release=(0, 0, 0),
-            now=None):
+            now=None, doctor=-1):
     return core.add_session(hospital, department, tier, day, starts_at, end_at, rollover_at,
                             cutoff, slot_ms, sum(quotas), 0, list(quotas), list(release),
-                            core.now if now is None else now)
+                            core.now if now is None else now, doctor)
 
 
 def book(core, now, *, account=0, patient=0, s=0, channel=PUB, hold=False):
@@ -210,7 +215,7 @@ def test_confirm_rules_and_hold_expiry_at_exactly_hold_until(make):
     r = c.confirm(b, 0, 20)  # the timer at 20 runs first
     assert r.as_tuple() == (int(Status.REJECTED), int(R.HOLD_EXPIRED), 1, b)
     assert r.window == (1000, 1010) and r.session == 0
-    assert c.drain_events() == [(int(E.HOLD_EXPIRED), 20, 0, b, 0, 0, -1)]
+    assert c.drain_events() == [(int(E.HOLD_EXPIRED), 20, 0, b, 0, 0, -1, 1, 0)]
     b2 = book(c, 21, hold=True).booking
     r = c.confirm(b2, 0, 30)  # 21 + 10 = 31: still held
     assert r.status == Status.BOOKED
@@ -247,7 +252,7 @@ def test_rollover_then_cancel_returns_to_public(make):
     c.advance(500)
     assert c.session_quota(0) == [3, 0, 0]
     assert c.session_flags(0) == (True, False, False, 4)
-    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 500, 0, -1, -1, -1, 2)]
+    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 500, 0, -1, -1, -1, 2, 0, 0)]
     assert c.cancel(b, 0, 501).status == Status.CANCELLED
     assert c.session_quota(0) == [4, 0, 0]
     assert c.add_capacity(0, 2, CH2, 502) == 6  # after roll-over: public
@@ -262,7 +267,7 @@ def test_cancel_before_rollover_returns_to_its_quota(make):
     assert c.session_quota(0) == [1, 2, 1]
     assert c.add_capacity(0, 2, CH2, 21) == 6
     assert c.session_quota(0) == [1, 2, 3]
-    assert c.drain_events() == [(int(E.CAPACITY_ADDED), 21, 0, -1, -1, -1, 2)]
+    assert c.drain_events() == [(int(E.CAPACITY_ADDED), 21, 0, -1, -1, -1, 2, 0, 0)]
 
 
 def test_rollover_with_nothing_to_move_is_silent(make):
@@ -290,13 +295,13 @@ def test_session_end_no_show_and_expiry_in_slot_order(make):
     c.advance(200)
     # ROLLOVER(200) was pushed before SESSION_END(200): it runs first (nothing to move).
     assert c.drain_events() == [
-        (int(E.NO_SHOW), 200, 0, b0, 0, 0, -1),
-        (int(E.PATIENT_BANNED), 200, 0, b0, 0, 0, 1),
-        (int(E.HOLD_EXPIRED), 200, 0, b3, 3, 0, -1),
-        (int(E.NO_SHOW), 200, 0, b2, 2, 0, -1),
-        (int(E.PATIENT_BANNED), 200, 0, b2, 2, 0, 1),
+        (int(E.NO_SHOW), 200, 0, b0, 0, 0, -1, 1, 0),
+        (int(E.PATIENT_BANNED), 200, 0, b0, 0, 0, 1, 1, 0),
+        (int(E.HOLD_EXPIRED), 200, 0, b3, 3, 0, -1, 2, 0),
+        (int(E.NO_SHOW), 200, 0, b2, 2, 0, -1, 3, 0),
+        (int(E.PATIENT_BANNED), 200, 0, b2, 2, 0, 1, 3, 0),
     ]
-    assert c.session_counts(0) == (1, 0, 0, 0, 2, 0, 0)
+    assert c.session_counts(0) == (1, 0, 0, 0, 2, 0, 0, 0)
     assert c.session_flags(0) == (True, False, True, 3)
     assert c.patient_info(0) == (300, (200,), ())
     assert book(c, 201, patient=1).reason == R.SESSION_CLOSED
@@ -311,7 +316,7 @@ def test_timers_due_at_the_same_time_run_in_push_order(make):
     session(c, quotas=(0, 1, 0), starts_at=100, end_at=150, rollover_at=150, release=(0, 0, 0))
     c.advance(150)
     # ROLLOVER(150) before SESSION_END(150): the quota rolled, then the session closed.
-    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 150, 0, -1, -1, -1, 1)]
+    assert c.drain_events() == [(int(E.QUOTA_ROLLED), 150, 0, -1, -1, -1, 1, 0, 0)]
     d = c.dump()
     assert d["timers"] == [] and d["seq"] == 2
     assert d["sessions"][0]["rolled"] and d["sessions"][0]["closed"]
@@ -390,7 +395,7 @@ def test_cancellations_become_a_strike(make):
     b = book(c, 112).booking
     c.cancel(b, 0, 120)  # cap 2: (111, 120), both in window -> strike, cleared
     assert c.patient_info(0) == (170, (120,), ())
-    assert c.drain_events() == [(int(E.PATIENT_BANNED), 120, 0, b, 0, 0, 1)]
+    assert c.drain_events() == [(int(E.PATIENT_BANNED), 120, 0, b, 0, 0, 1, 1, 0)]
 
 
 def test_cancel_strikes_zero_records_nothing(make):
@@ -415,11 +420,11 @@ def test_suspend_cancels_live_bookings_and_open_slots(make):
     c.drain_events()
     assert c.suspend(0, 19) == 2  # b1's hold would expire at 20
     assert c.drain_events() == [
-        (int(E.BOOKING_CANCELLED), 19, 0, b0, 0, 0, int(R.SESSION_SUSPENDED)),
-        (int(E.BOOKING_CANCELLED), 19, 0, b1, 1, 0, int(R.SESSION_SUSPENDED)),
-        (int(E.SESSION_SUSPENDED), 19, 0, -1, -1, -1, 2),
+        (int(E.BOOKING_CANCELLED), 19, 0, b0, 0, 0, 101, 1, int(R.SESSION_SUSPENDED)),
+        (int(E.BOOKING_CANCELLED), 19, 0, b1, 1, 0, 101, 2, int(R.SESSION_SUSPENDED)),
+        (int(E.SESSION_SUSPENDED), 19, 0, -1, -1, -1, 2, 0, 0),
     ]
-    assert c.session_counts(0) == (0, 0, 0, 1, 0, 4, 0)
+    assert c.session_counts(0) == (0, 0, 0, 1, 0, 4, 0, 0)
     assert c.session_quota(0) == [0, 0, 0]
     assert c.booking_info(b0)[6:] == (int(B.CANCELLED), 10, 19, 0, int(R.SESSION_SUSPENDED))
     assert c.patient_info(0) == (0, (), ())  # no strike, no cancellation record
@@ -528,7 +533,8 @@ def test_dump_layout(make):
     book(c, 10, patient=1, account=2, hold=True)
     d = c.dump()
     assert sorted(d) == sorted(["now", "rng", "seq", "sessions", "bookings", "patients", "known",
-                                "timers", "events", "accounts", "tickets", "flag_log"])
+                                "timers", "events", "accounts", "tickets", "flag_log",
+                                "requests", "returns"])
     assert d["sessions"] == [{
         "hospital": 1, "department": 2, "tier": 1, "day": 3, "starts_at": 1000, "end_at": 1100,
         "rollover_at": 900, "cancel_cutoff_at": 800, "slot_ms": 10, "capacity": 2, "fee": 0,
@@ -536,11 +542,13 @@ def test_dump_layout(make):
         "suspended": False, "closed": False, "slot_states": [int(S.HELD), int(S.FREE)],
         "slot_bookings": [0, -1], "collecting": False, "cohort_close": 0, "cohort": [],
         "queue": [], "last_cancel": (0, -1),
+        "doctor": -1, "waitlist": [], "recheck_at": -1, "scan_k": 0,
     }]
     assert d["bookings"] == [(0, 1, 1, 2, PUB, PUB, int(B.HELD), 10, 10, 20, 0)]
     assert d["patients"] == [(0, (), (), 0, 0, 0, 0)] * 4
     assert d["accounts"] == [(0, 0, 0, 0, 0, (), ())] * 4
     assert d["tickets"] == [] and d["flag_log"] == []
+    assert d["requests"] == [] and d["returns"] == []
     assert (d["now"], d["seq"], d["known"], d["events"]) == (10, 3, [], [])
     assert d["timers"] == [(20, 2, 1, 0), (900, 0, 2, 0), (1100, 1, 3, 0)]
 
@@ -582,7 +590,7 @@ def test_cohort_lottery_is_fisher_yates_on_splitmix(make):
     order = fair + [3]  # a one-ticket slow list draws nothing
     c.advance(5)
     events = c.drain_events()
-    assert events[0] == (int(E.COHORT_DRAWN), 5, 0, -1, -1, -1, 4)
+    assert events[0] == (int(E.COHORT_DRAWN), 5, 0, -1, -1, -1, 4, 0, 0)
     assert [e[6] for e in events[1:]] == order
     assert all(e[0] == E.TICKET_SERVED for e in events[1:])
     for rank, k in enumerate(order):
@@ -626,9 +634,10 @@ def test_flag_rule_unflag_block_and_log(make):
     assert c.flag_log() == [(10, 0, 0, 1, 100), (30, 0, 0, 2, 200), (40, 0, 0, 0, 40),
                             (41, 1, 2, -1, 90), (42, 1, 2, -1, 60)]
     assert c.drain_events() == [
-        (int(E.FLAGGED), 10, -1, -1, -1, 0, 1), (int(E.FLAGGED), 30, -1, -1, -1, 0, 2),
-        (int(E.UNFLAGGED), 40, -1, -1, -1, 0, -1), (int(E.BLOCKED), 41, -1, -1, 2, -1, -1),
-        (int(E.BLOCKED), 42, -1, -1, 2, -1, -1), (int(E.UNBLOCKED), 44, -1, -1, 2, -1, -1)]
+        (int(E.FLAGGED), 10, -1, -1, -1, 0, 1, 0, 0), (int(E.FLAGGED), 30, -1, -1, -1, 0, 2, 0, 0),
+        (int(E.UNFLAGGED), 40, -1, -1, -1, 0, -1, 0, 0),
+        (int(E.BLOCKED), 41, -1, -1, 2, -1, -1, 0, 0), (int(E.BLOCKED), 42, -1, -1, 2, -1, -1, 0, 0),
+        (int(E.UNBLOCKED), 44, -1, -1, 2, -1, -1, 0, 0)]
     c.import_blacklist([1, 0], [3, 1], [70, 80], 50)
     assert c.flag_log()[-2:] == [(50, 1, 3, 2, 70), (50, 0, 1, 2, 80)]
     with pytest.raises(errors.InvalidArgument):
@@ -668,3 +677,488 @@ def test_cancellations_rebook_and_many_patients_flag(make):
     book(c, 71, patient=0, account=3)  # two patients in 100 ms: MANY_PATIENTS
     assert c.account_info(3)[:3] == (571, int(F.MANY_PATIENTS), 71)
     assert c.flag_log()[-1] == (71, 0, 3, int(F.MANY_PATIENTS), 571)
+
+
+# -- waitlist backfill and suspension moves (issue 4) -----------------------------------
+
+from slotengine.outcomes import RequestState as RS  # noqa: E402
+
+OPEN, FILLED, EXPIRED, CANCELLED = int(RS.OPEN), int(RS.FILLED), int(RS.EXPIRED), int(RS.CANCELLED)
+WL_EXPIRE, RERELEASE, WL_RECHECK, NOSHOW_SCAN = 7, 8, 9, 10
+
+
+def join(core, now, *, patient, sessions, account=None, klass=1, deadline=None, channel=PUB):
+    """A waitlist join; the account defaults to the patient's number."""
+    return core.join_waitlist(patient if account is None else account, patient, list(sessions),
+                              channel, klass, now + 1000 if deadline is None else deadline, now)
+
+
+def ev(kind, at, s=-1, b=-1, p=-1, a=-1, detail=-1, slot=0, reason=0):
+    return (int(kind), at, s, b, p, a, detail, slot, int(reason))
+
+
+def timers_of(core, kind):
+    return [(due, ident) for due, _, k, ident in core.dump()["timers"] if k == kind]
+
+
+def test_join_waitlist_rejections_in_order(make):
+    c = make(wl_per_patient=1, wl_session_cap=1)
+    full = session(c, quotas=(1, 0, 0))
+    free = session(c, quotas=(1, 0, 0), department=1)
+    later = session(c, quotas=(1, 0, 0), release=(500, 500, 500))
+    gone = session(c, quotas=(1, 0, 0), starts_at=10, end_at=20, rollover_at=5, cutoff=5)
+    stopped = session(c, quotas=(1, 0, 0))
+    c.suspend(stopped, 1)
+    assert book(c, 2, patient=3, account=3, s=full).status == Status.BOOKED
+
+    def check(r, reason, s):
+        assert (r.status, r.reason, r.session, r.request) == (Status.REJECTED, reason, s, None)
+        assert (r.slot, r.booking, r.window, r.ticket) == (None, None, None, None) and not r.ok
+
+    # 1. request stage, candidate by candidate
+    check(join(c, 30, patient=0, sessions=[full, stopped, gone]), R.SESSION_SUSPENDED, stopped)
+    check(join(c, 30, patient=0, sessions=[full, gone, stopped]), R.SESSION_CLOSED, gone)
+    check(join(c, 30, patient=0, sessions=[later, full]), R.NOT_RELEASED, later)
+    # 2. risk: blocked (after the request stage); flagged keys may join
+    c.block(1, 1, 100, 30)
+    check(join(c, 31, patient=1, sessions=[full, later]), R.NOT_RELEASED, later)
+    check(join(c, 31, patient=1, sessions=[full]), R.BLOCKED, None)  # not about a candidate
+    # 3. eligibility: banned, then per candidate live booking / open request, then the cap
+    check(join(c, 31, patient=3, sessions=[full]), R.DUPLICATE_SESSION, full)
+    ok = join(c, 32, patient=0, sessions=[full])
+    assert (ok.status, ok.reason, ok.request, ok.session, ok.slot, ok.booking) == \
+        (Status.WAITLISTED, R.NONE, 0, None, None, None)
+    check(join(c, 33, patient=0, sessions=[free, full]), R.DUPLICATE_WAITLIST, full)
+    check(join(c, 33, patient=0, sessions=[free]), R.WAITLIST_PATIENT_CAP, None)  # cap 1
+    # 4. allocate: any candidate with room first, then the queue caps
+    check(join(c, 33, patient=2, sessions=[full, free]), R.SLOTS_LEFT, free)
+    check(join(c, 33, patient=2, sessions=[full]), R.WAITLIST_FULL, full)  # cap 1
+    _no_show(c, 2, 40)  # patient 2 banned from 40
+    check(join(c, 41, patient=2, sessions=[full]), R.PATIENT_BANNED, None)
+    assert c.n_requests == 1 and c.session_waitlist(full) == [0]
+
+
+def test_join_waitlist_bad_input_changes_nothing(make):
+    c = make(wl_candidates=2, wl_classes=2)
+    s0, s1, s2 = (session(c, quotas=(1, 0, 0), department=d) for d in range(3))
+    book(c, 5, s=s0)
+    before = c.state_hash()
+    calls = [
+        (errors.InvalidArgument, lambda: join(c, 10, patient=1, sessions=[])),
+        (errors.InvalidArgument, lambda: join(c, 10, patient=1, sessions=[s0, s0])),
+        (errors.InvalidArgument, lambda: join(c, 10, patient=1, sessions=[s0, s1, s2])),
+        (errors.InvalidArgument, lambda: join(c, 10, patient=1, sessions=[s0], klass=0)),
+        (errors.InvalidArgument, lambda: join(c, 10, patient=1, sessions=[s0], klass=3)),
+        (errors.InvalidArgument, lambda: join(c, 10, patient=1, sessions=[s0], deadline=10)),
+        (errors.UnknownSession, lambda: join(c, 10, patient=1, sessions=[s0, 3])),
+        (errors.UnknownPatient, lambda: join(c, 10, patient=4, account=0, sessions=[s0])),
+        (errors.UnknownAccount, lambda: join(c, 10, patient=1, account=4, sessions=[s0])),
+        (errors.UnknownChannel, lambda: join(c, 10, patient=1, sessions=[s0], channel=3)),
+        (errors.InvalidType, lambda: c.join_waitlist(1, 1, s0, PUB, 1, 100, 10)),
+        (errors.InvalidType, lambda: join(c, 10, patient=1, sessions=[s0], klass=1.0)),
+        (errors.TimeWentBackwards, lambda: join(c, 4, patient=1, sessions=[s0])),
+        (errors.UnknownRequest, lambda: c.cancel_waitlist(0, 0, 10)),
+        (errors.UnknownRequest, lambda: c.waitlist_info(-1)),
+        (errors.UnknownBooking, lambda: c.booking_request(1)),
+        (errors.UnknownSession, lambda: c.session_waitlist(3)),
+        (errors.InvalidArgument, lambda: session(c, doctor=-2)),
+        (errors.InvalidArgument, lambda: session(c, doctor=2**31)),
+    ]
+    for err, call in calls:
+        with pytest.raises(err):
+            call()
+        assert c.state_hash() == before, err
+    assert issubclass(errors.UnknownRequest, errors.UnknownId)
+
+
+def test_join_passes_a_candidate_not_yet_released_for_its_channel(make):
+    # One slot in CH1's quota, CH1 released at 100; the public pool (empty) is released.
+    c = make()
+    s = session(c, quotas=(0, 1, 0), release=(0, 100, 0))
+    assert book(c, 10, channel=CH1).reason == R.QUOTA_EXHAUSTED
+    c.drain_events()
+    r = join(c, 11, patient=1, sessions=[s], channel=CH1)
+    assert r.status == Status.WAITLISTED  # not SLOTS_LEFT: CH1 may not draw yet
+    # The join's pass records the skip and schedules the recheck at CH1's release.
+    assert c.drain_events() == [ev(E.WAITLIST_SKIPPED, 11, s, -1, 1, 1, 0,
+                                   reason=R.QUOTA_EXHAUSTED)]
+    assert timers_of(c, WL_RECHECK) == [(100, s)]
+    c.advance(100)  # the waiter gets the slot before open booking can
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 100, s, 0, 1, 1, 0, slot=1)]
+    assert c.booking_info(0)[4:6] == (CH1, CH1)
+
+
+def test_session_end_rechecks_after_its_bookkeeping(make):
+    c = make(one_per_department_day=True, hold_ms=500)
+    a = session(c, quotas=(2, 0, 0), starts_at=100, end_at=200, rollover_at=50, cutoff=50)
+    s = session(c, quotas=(1, 0, 0))  # same department and day, later
+    h = book(c, 10, patient=0, s=a, hold=True).booking  # held until 510, past a's end
+    gone = book(c, 10, patient=2, s=a).booking          # will not come
+    other = book(c, 10, patient=1, s=s).booking
+    join(c, 11, patient=0, sessions=[s])
+    c.cancel(other, 0, 20)
+    assert c.waitlist_info(0)[11] == int(R.DUPLICATE_DEPARTMENT_DAY)
+    c.drain_events()
+    c.advance(200)
+    # SESSION_END(a) ends both bookings (expiry, no-show and its strike), then rechecks
+    # their patients in slot order: patient 0 may now take the slot of s.
+    assert c.drain_events() == [
+        ev(E.HOLD_EXPIRED, 200, a, h, 0, 0, -1, slot=1),
+        ev(E.NO_SHOW, 200, a, gone, 2, 0, -1, slot=2),
+        ev(E.PATIENT_BANNED, 200, a, gone, 2, 0, 1, slot=2),
+        ev(E.WAITLIST_FILLED, 200, s, 3, 0, 0, 0, slot=1),
+    ]
+    assert c.session_counts(a)[:5] == (1, 0, 0, 0, 1)  # a closed session's slot is only freed
+
+
+def test_cancel_frees_the_slot_to_the_waitlist(make):
+    c = make()
+    s = session(c, quotas=(2, 0, 0))
+    b0 = book(c, 10, patient=0).booking
+    book(c, 10, patient=1)
+    r = join(c, 11, patient=2, sessions=[s], deadline=500)
+    assert r.request == 0 and c.session_waitlist(s) == [0]
+    assert c.waitlist_info(0) == (2, 2, PUB, 1, OPEN, (s,), 11, 500, 11, -1, -1, 0)
+    assert timers_of(c, WL_EXPIRE) == [(500, 0)]
+    c.drain_events()
+    assert c.cancel(b0, 0, 20).status == Status.CANCELLED
+    # Filled in the same call: the lowest free slot, a BOOKED booking of the request's channel.
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 20, s, 2, 2, 2, 0, slot=1)]
+    assert c.booking_info(2) == (s, 1, 2, 2, PUB, PUB, int(B.BOOKED), 20, 20, 0, 0)
+    assert c.waitlist_info(0) == (2, 2, PUB, 1, FILLED, (s,), 11, 500, 20, 2, s, 0)
+    assert (c.booking_request(2), c.booking_request(b0)) == (0, -1)
+    assert c.session_waitlist(s) == [] and c.session_counts(s)[0] == 0
+    assert c.patient_live(2) == [2]
+    c.advance(500)  # the WL_EXPIRE of a filled request is stale
+    assert c.drain_events() == [] and c.waitlist_info(0)[4] == FILLED
+
+
+def test_priority_class_then_arrival_order(make):
+    c = make()
+    s = session(c, quotas=(1, 0, 0))
+    b = book(c, 10, patient=0).booking
+    join(c, 11, patient=1, sessions=[s], klass=2)   # request 0
+    join(c, 12, patient=2, sessions=[s], klass=2)   # request 1
+    join(c, 13, patient=3, sessions=[s], klass=1)   # request 2: later, but a higher class
+    assert c.session_waitlist(s) == [2, 0, 1]
+    assert c.dump()["sessions"][s]["waitlist"] == [2, 0, 1]
+    c.drain_events()
+    c.cancel(b, 0, 20)
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 20, s, 1, 3, 3, 2, slot=1)]
+    assert c.session_waitlist(s) == [0, 1]
+    c.cancel(1, 3, 21)  # patient 3 gives it back: first in class 2 (FIFO) gets it
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 21, s, 2, 1, 1, 0, slot=1)]
+    assert c.session_waitlist(s) == [1]
+
+
+def test_filled_in_one_candidate_leaves_the_others(make):
+    c = make(wl_session_cap=2)
+    s0 = session(c, quotas=(1, 0, 0))
+    s1 = session(c, quotas=(1, 0, 0), department=1)
+    b0 = book(c, 10, patient=0, s=s0).booking
+    b1 = book(c, 10, patient=1, s=s1).booking
+    join(c, 11, patient=2, sessions=[s1, s0])  # request 0: two candidates
+    join(c, 12, patient=3, sessions=[s1])      # request 1
+    assert c.session_waitlist(s0) == [0] and c.session_waitlist(s1) == [0, 1]
+    assert join(c, 13, patient=0, sessions=[s1]).reason == R.WAITLIST_FULL  # open[s1] == 2
+    c.cancel(b0, 0, 20)  # request 0 is filled in s0 ...
+    assert c.waitlist_info(0)[4:] == (FILLED, (s1, s0), 11, 1011, 20, 2, s0, 0)
+    assert c.session_waitlist(s0) == [] and c.session_waitlist(s1) == [1]  # ... and leaves s1
+    r = join(c, 21, patient=0, sessions=[s1])  # open[s1] is 1 again
+    assert r.status == Status.WAITLISTED and r.request == 2
+    c.drain_events()
+    c.cancel(b1, 0, 22)
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 22, s1, 3, 3, 3, 1, slot=1)]
+    assert c.session_waitlist(s1) == [2]
+
+
+def test_skipped_request_keeps_its_place_and_is_reported_once(make):
+    c = make()
+    s = session(c, quotas=(2, 0, 0))
+    b0 = book(c, 10, patient=0).booking
+    b1 = book(c, 10, patient=1).booking
+    join(c, 11, patient=2, sessions=[s])  # request 0
+    join(c, 12, patient=3, sessions=[s])  # request 1
+    c.flag(1, 2, int(F.HOST), 1000, 13)   # patient 2 flagged until 1000: may wait, not be filled
+    c.drain_events()
+    c.cancel(b0, 0, 20)
+    assert c.drain_events() == [
+        ev(E.WAITLIST_SKIPPED, 20, s, -1, 2, 2, 0, reason=R.FLAGGED),
+        ev(E.WAITLIST_FILLED, 20, s, 2, 3, 3, 1, slot=1),
+    ]
+    assert c.waitlist_info(0)[4] == OPEN and c.waitlist_info(0)[11] == int(R.FLAGGED)
+    assert timers_of(c, WL_RECHECK) == []  # no free slot was left: nothing to recheck
+    c.cancel(b1, 0, 21)  # skipped again for the same reason: no second event
+    assert c.drain_events() == []
+    assert c.session_waitlist(s) == [0]
+    # A free slot is left behind a skipped request: recheck when the flag ends.
+    assert timers_of(c, WL_RECHECK) == [(1000, s)] and c.dump()["sessions"][s]["recheck_at"] == 1000
+    assert book(c, 22, patient=1).slot == 2  # open booking may take it meanwhile
+    assert c.session_waitlist(s) == [0]
+
+
+def test_recheck_fills_when_a_ban_ends(make):
+    c = make(ban_ms=(100,))
+    s = session(c, quotas=(1, 0, 0))
+    b = book(c, 5, patient=0).booking
+    join(c, 6, patient=2, sessions=[s])  # request 0
+    _no_show(c, 2, 15)  # patient 2 banned until 115
+    c.drain_events()
+    c.cancel(b, 0, 20)
+    assert c.drain_events() == [ev(E.WAITLIST_SKIPPED, 20, s, -1, 2, 2, 0,
+                                   reason=R.PATIENT_BANNED)]
+    assert timers_of(c, WL_RECHECK) == [(115, s)]
+    c.advance(114)
+    assert c.drain_events() == []
+    c.advance(115)
+    b2 = c.n_bookings - 1
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 115, s, b2, 2, 2, 0, slot=1)]
+    assert c.dump()["sessions"][s]["recheck_at"] == -1
+    assert c.waitlist_info(0)[11] == int(R.PATIENT_BANNED)  # the last skip reason stays
+
+
+def test_recheck_the_patient_after_their_other_booking_goes(make):
+    c = make(one_per_department_day=True)
+    a = session(c, quotas=(1, 0, 0))
+    s = session(c, quotas=(1, 0, 0), starts_at=1200, end_at=1300)  # same department and day
+    mine = book(c, 10, patient=0, s=a).booking
+    other = book(c, 10, patient=1, s=s).booking
+    assert book(c, 11, patient=0, s=s).reason == R.DUPLICATE_DEPARTMENT_DAY
+    r = join(c, 11, patient=0, sessions=[s])  # a join does not check the department-day rule
+    assert r.status == Status.WAITLISTED
+    c.drain_events()
+    c.cancel(other, 0, 20)
+    assert c.drain_events() == [ev(E.WAITLIST_SKIPPED, 20, s, -1, 0, 0, 0,
+                                   reason=R.DUPLICATE_DEPARTMENT_DAY)]
+    assert timers_of(c, WL_RECHECK) == []  # only an event clears it
+    assert c.session_counts(s)[0] == 1
+    c.cancel(mine, 0, 21)  # patient 0's live set shrinks: recheck their requests
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 21, s, 2, 0, 0, 0, slot=1)]
+
+
+def test_unflag_rechecks_the_account(make):
+    c = make()
+    s = session(c, quotas=(1, 0, 0))
+    b = book(c, 10, patient=0).booking
+    join(c, 11, patient=1, account=2, sessions=[s])
+    c.flag(0, 2, int(F.HOST), 1000, 12)
+    c.cancel(b, 0, 20)
+    assert c.waitlist_info(0)[11] == int(R.FLAGGED) and c.session_counts(s)[0] == 1
+    c.drain_events()
+    assert c.unflag(0, 2, 30)
+    assert c.drain_events() == [ev(E.UNFLAGGED, 30, a=2), ev(E.WAITLIST_FILLED, 30, s, 1, 1, 2, 0,
+                                                            slot=1)]
+
+
+def test_rerelease_hides_a_freed_slot_then_frees_it(make):
+    c = make(rerelease_min_ms=5, rerelease_max_ms=5)
+    s = session(c, quotas=(2, 0, 0))
+    b = book(c, 10, patient=0).booking
+    c.cancel(b, 0, 20)  # nobody waits: RETURNING for exactly 5 ms (min == max: no draw)
+    d = c.dump()
+    assert d["sessions"][s]["slot_states"] == [int(S.RETURNING), int(S.FREE)]
+    assert d["returns"] == [(s, 0)] and d["rng"] == 7
+    assert timers_of(c, RERELEASE) == [(25, 0)]
+    assert c.session_counts(s) == (1, 0, 0, 0, 0, 0, 0, 1)
+    assert c.session_quota(s) == [2, 0, 0]  # the quota came back with the slot
+    assert book(c, 21, patient=1).slot == 2
+    assert book(c, 22, patient=2).reason == R.FULL  # only a RETURNING slot is left
+    assert c.block_slot(s, 1, 22) is False
+    c.drain_events()
+    c.advance(25)
+    assert c.drain_events() == [ev(E.SLOT_RERELEASED, 25, s, slot=1)]
+    assert c.session_counts(s)[0] == 1 and book(c, 26, patient=2).slot == 1
+
+
+def test_rerelease_delay_is_drawn_when_min_differs_from_max(make):
+    c = make(rerelease_min_ms=3, rerelease_max_ms=30)
+    session(c, quotas=(2, 0, 0))
+    b = book(c, 10, patient=0).booking
+    c.cancel(b, 0, 20)
+    delay = 3 + next(_splitmix(7)) % 28
+    assert timers_of(c, RERELEASE) == [(20 + delay, 0)]
+    assert c.dump()["rng"] == (7 + 0x9E3779B97F4A7C15) & _M64
+
+
+def test_rerelease_skipped_when_a_waiter_takes_the_slot_and_stale_after_suspend(make):
+    c = make(rerelease_min_ms=5, rerelease_max_ms=5)
+    s = session(c, quotas=(2, 0, 0))
+    b0 = book(c, 10, patient=0).booking
+    b1 = book(c, 10, patient=1).booking
+    join(c, 11, patient=2, sessions=[s])
+    c.cancel(b0, 0, 20)  # the waiter takes it: no RETURNING
+    assert c.dump()["returns"] == [] and c.session_counts(s)[7] == 0
+    c.cancel(b1, 0, 21)
+    assert c.dump()["returns"] == [(s, 1)]
+    c.suspend(s, 22)  # RETURNING -> CANCELLED; the RERELEASE at 26 is stale
+    assert c.session_counts(s) == (0, 0, 0, 0, 0, 2, 0, 0)
+    c.drain_events()
+    c.advance(26)
+    assert c.drain_events() == []
+
+
+def test_waitlist_expiry_and_cancel(make):
+    c = make(wl_per_patient=1)
+    s = session(c, quotas=(1, 0, 0))
+    book(c, 10, patient=0)
+    join(c, 11, patient=1, account=2, sessions=[s], deadline=50)  # request 0
+    c.drain_events()
+    c.advance(50)
+    assert c.drain_events() == [ev(E.WAITLIST_EXPIRED, 50, -1, -1, 1, 2, 0)]
+    assert c.waitlist_info(0)[4:9] == (EXPIRED, (s,), 11, 50, 50)
+    assert c.session_waitlist(s) == []
+    r = c.cancel_waitlist(0, 2, 51)
+    assert (r.status, r.reason, r.request) == (Status.REJECTED, R.NOT_ACTIVE, 0)
+    assert join(c, 52, patient=1, account=2, sessions=[s]).request == 1  # cap 1: free again
+    assert join(c, 53, patient=1, account=2, sessions=[s]).reason == R.DUPLICATE_WAITLIST
+    r = c.cancel_waitlist(1, 3, 54)
+    assert (r.status, r.reason, r.request) == (Status.REJECTED, R.NOT_OWNER, 1)
+    r = c.cancel_waitlist(1, 2, 55)
+    assert (r.status, r.reason, r.request, r.session, r.booking) == \
+        (Status.CANCELLED, R.NONE, 1, None, None)
+    assert c.waitlist_info(1)[4:9] == (CANCELLED, (s,), 52, 1052, 55)
+    assert c.session_waitlist(s) == [] and c.drain_events() == []
+    c.advance(1052)  # its WL_EXPIRE is stale
+    assert c.drain_events() == []
+
+
+def test_suspend_moves_to_same_doctor_nearest_then_department_then_waitlist(make):
+    c = make(suspend_action=1)
+    s0 = session(c, quotas=(4, 0, 0), doctor=5)
+    far = session(c, quotas=(1, 0, 0), doctor=5, department=1, starts_at=3000, end_at=3100)
+    near = session(c, quotas=(1, 0, 0), doctor=5, department=2, starts_at=1500, end_at=1600)
+    dept = session(c, quotas=(1, 0, 0), starts_at=1010, end_at=1110)  # same department, no doctor
+    book(c, 5, patient=3, s=near, account=0)
+    c.cancel(0, 0, 6)  # near has its slot back
+    bs = [book(c, 10, patient=p, s=s0).booking for p in range(4)]  # bookings 1..4, slots 1..4
+    c.drain_events()
+    assert c.suspend(s0, 20) == 4
+    assert c.drain_events() == [
+        ev(E.BOOKING_MOVED, 20, near, 5, 0, 0, bs[0], slot=1),
+        ev(E.BOOKING_MOVED, 20, far, 6, 1, 0, bs[1], slot=1),
+        ev(E.BOOKING_MOVED, 20, dept, 7, 2, 0, bs[2], slot=1),
+        ev(E.BOOKING_WAITLISTED, 20, s0, bs[3], 3, 0, 0, slot=4),
+        ev(E.SESSION_SUSPENDED, 20, s0, detail=4),
+    ]
+    assert c.booking_info(bs[0])[6:] == (int(B.CANCELLED), 10, 20, 0, int(R.SESSION_SUSPENDED))
+    assert c.booking_info(5) == (near, 1, 0, 0, PUB, PUB, int(B.BOOKED), 20, 20, 0, 0)
+    assert c.booking_request(5) == -1
+    # Patient 3 waits in class 0 for the related sessions, same doctor first, nearest first.
+    assert c.waitlist_info(0) == (0, 3, PUB, 0, OPEN, (near, far, dept), 20, 3100, 20, -1, -1, 0)
+    join(c, 21, patient=1, sessions=[dept], klass=1)
+    assert c.session_waitlist(dept) == [0, 1]  # class 0 first
+    c.cancel(7, 0, 22)  # patient 2 gives up the moved booking: patient 3 gets it
+    assert c.drain_events() == [ev(E.WAITLIST_FILLED, 22, dept, 8, 3, 0, 0, slot=1)]
+
+
+def test_suspend_waitlist_action_fills_at_once_and_cancels_without_candidates(make):
+    c = make(suspend_action=2)
+    s0 = session(c, quotas=(3, 0, 0), doctor=1)
+    other = session(c, quotas=(2, 0, 0), doctor=1, department=1, starts_at=2000, end_at=2100)
+    book(c, 10, patient=1, s=other)                 # booking 0: patient 1 is in `other` already
+    b0 = book(c, 10, patient=0, s=s0).booking        # 1
+    b1 = book(c, 10, patient=1, s=s0, hold=True).booking  # 2
+    c.confirm(b1, 0, 11)
+    h = book(c, 12, patient=2, s=s0, hold=True).booking   # 3: a hold is always cancelled
+    c.drain_events()
+    assert c.suspend(s0, 13) == 3
+    assert c.drain_events() == [
+        ev(E.BOOKING_WAITLISTED, 13, s0, b0, 0, 0, 0, slot=1),  # action 2: no move, wait
+        ev(E.BOOKING_CANCELLED, 13, s0, b1, 1, 0, 101, slot=2, reason=R.SESSION_SUSPENDED),
+        ev(E.BOOKING_CANCELLED, 13, s0, h, 2, 0, 101, slot=3, reason=R.SESSION_SUSPENDED),
+        ev(E.SESSION_SUSPENDED, 13, s0, detail=3),
+        ev(E.WAITLIST_FILLED, 13, other, 4, 0, 0, 0, slot=2),  # the recheck after it
+    ]
+    assert c.waitlist_info(0) == (0, 0, PUB, 0, FILLED, (other,), 13, 2100, 13, 4, other, 0)
+    assert c.booking_request(4) == 0
+
+
+def test_suspend_move_with_nowhere_to_go_cancels(make):
+    c = make(suspend_action=1)
+    s0 = session(c, quotas=(1, 0, 0), doctor=1)
+    session(c, quotas=(1, 0, 0), department=1)  # unrelated: another doctor and department
+    b = book(c, 10, s=s0).booking
+    c.drain_events()
+    assert c.suspend(s0, 11) == 1
+    assert c.drain_events() == [
+        ev(E.BOOKING_CANCELLED, 11, s0, b, 0, 0, 101, slot=1, reason=R.SESSION_SUSPENDED),
+        ev(E.SESSION_SUSPENDED, 11, s0, detail=1),
+    ]
+    assert c.n_requests == 0
+
+
+def test_noshow_grace_releases_the_slot_to_a_waiter(make):
+    c = make(noshow_grace_ms=5)
+    s = session(c, quotas=(2, 0, 0), starts_at=1000, end_at=1100, slot_ms=10)
+    assert timers_of(c, NOSHOW_SCAN) == [(1005, s)]  # slot 1's window start + grace
+    b0 = book(c, 10, patient=0).booking
+    b1 = book(c, 10, patient=1).booking
+    join(c, 11, patient=2, sessions=[s])
+    c.check_in(b1, 1003)
+    c.drain_events()
+    c.advance(1005)
+    assert c.drain_events() == [
+        ev(E.NO_SHOW, 1005, s, b0, 0, 0, -1, slot=1, reason=R.SLOT_RELEASED),
+        ev(E.PATIENT_BANNED, 1005, s, b0, 0, 0, 1, slot=1),
+        ev(E.WAITLIST_FILLED, 1005, s, 2, 2, 2, 0, slot=1),
+    ]
+    assert c.booking_info(b0)[6:] == (int(B.NO_SHOW), 10, 1005, 0, int(R.SLOT_RELEASED))
+    assert c.booking_info(b0)[1] == 1 and c.booking_info(2)[1] == 1  # b0 keeps its number
+    d = c.dump()["sessions"][s]
+    assert d["slot_bookings"] == [2, b1] and d["scan_k"] == 1
+    assert timers_of(c, NOSHOW_SCAN) == [(1015, s)]
+    c.advance(1015)  # slot 2 arrived: nothing; the scan has run out of slots
+    assert c.drain_events() == [] and c.dump()["sessions"][s]["scan_k"] == 2
+    assert timers_of(c, NOSHOW_SCAN) == []
+    c.add_capacity(s, 1, PUB, 1016)  # ... so adding capacity restarts it for slot 3
+    assert timers_of(c, NOSHOW_SCAN) == [(1025, s)]
+
+
+def test_noshow_scan_stops_at_the_session_end(make):
+    c = make(noshow_grace_ms=50)
+    s = session(c, quotas=(3, 0, 0), starts_at=1000, end_at=1070, slot_ms=10)
+    book(c, 10, patient=0)
+    c.advance(1050)
+    assert c.dump()["sessions"][s]["scan_k"] == 1
+    assert timers_of(c, NOSHOW_SCAN) == [(1060, s)]
+    c.advance(1060)
+    assert timers_of(c, NOSHOW_SCAN) == [] and c.dump()["sessions"][s]["scan_k"] == 2  # 1070
+    c.add_capacity(s, 1, PUB, 1061)  # the scan ran out of time, not of slots: no restart
+    assert timers_of(c, NOSHOW_SCAN) == []
+
+
+def test_events_carry_slot_and_reason(make):
+    c = make(prequeue_ms=10, cohort_ms=5)
+    s = session(c, quotas=(1, 0, 0))  # one slot, two tickets: one fails with FULL
+    book(c, 1, patient=0)
+    book(c, 2, patient=1)
+    c.advance(5)
+    events = c.drain_events()
+    failed = [e for e in events if e[0] == E.TICKET_FAILED]
+    served = [e for e in events if e[0] == E.TICKET_SERVED]
+    assert len(failed) == len(served) == 1
+    assert failed[0][7:] == (0, int(R.FULL)) and served[0][7:] == (1, 0)
+    book(c, 6, patient=2, hold=True)  # FULL: no booking
+    arr = c.drain_events_array()
+    assert sorted(arr) == sorted(["kind", "at", "session", "booking", "patient", "account",
+                                  "detail", "slot", "reason"])
+    assert arr["slot"].dtype == np.int32 and arr["reason"].dtype == np.int16
+    assert arr["kind"].dtype == np.int64 and len(arr["kind"]) == 0
+    assert c.session_counts(s) == (0, 0, 1, 0, 0, 0, 0, 0)
+
+
+def test_dump_layout_with_waitlist(make):
+    c = make(rerelease_min_ms=5, rerelease_max_ms=5)
+    s = session(c, quotas=(1, 0, 0), doctor=9)
+    b = book(c, 10, patient=0).booking
+    join(c, 11, patient=1, sessions=[s], deadline=400)
+    c.cancel(b, 0, 12)  # filled
+    b2 = c.n_bookings - 1
+    c.cancel(b2, 1, 13)  # nobody else: RETURNING
+    d = c.dump()
+    sd = d["sessions"][s]
+    assert (sd["doctor"], sd["waitlist"], sd["recheck_at"], sd["scan_k"]) == (9, [], -1, 0)
+    assert d["requests"] == [(1, 1, PUB, 1, FILLED, (s,), 11, 400, 12, b2, s, 0)]
+    assert type(d["requests"][0][5]) is tuple
+    assert d["returns"] == [(s, 0)] and type(d["returns"][0]) is tuple
+    assert (400, 2, WL_EXPIRE, 0) in d["timers"] and (18, 3, RERELEASE, 0) in d["timers"]

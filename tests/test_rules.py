@@ -86,11 +86,12 @@ def pinfo(e: se.Engine, patient: str) -> tuple:
 
 
 def ev(kind: EK, at: int, session: str | None, booking: int | None, patient: str | None,
-       detail: int, account: str | None = None) -> Event:
+       detail: int, account: str | None = None, *, slot: int | None = None,
+       reason: se.Reason = se.Reason.NONE) -> Event:
     """An Event; a booking's event names its account, "A-" + patient unless given."""
     if account is None and booking is not None and patient is not None:
         account = "A-" + patient
-    return Event(kind, at, session, booking, patient, account, detail)
+    return Event(kind, at, session, booking, patient, account, detail, slot, reason)
 
 
 def window(slot: int, minutes: int = 10, start: int = START) -> tuple[int, int]:
@@ -113,7 +114,7 @@ def test_book_takes_lowest_free_slot_with_its_window(backend):
     r = book(e, "P3", now=T1 + 2)  # slot 1 is free again and lowest
     assert res(r) == (St.BOOKED, R.NONE, 1, 2) and r.window == window(1)
     assert res(book(e, "P4", now=T1 + 3)) == (St.BOOKED, R.NONE, 3, 3)
-    assert e.session_counts("S1") == (0, 0, 3, 0, 0, 0, 0)
+    assert e.session_counts("S1") == (0, 0, 3, 0, 0, 0, 0, 0)
 
 
 def test_slot_window_follows_slot_minutes(backend):
@@ -133,7 +134,7 @@ def test_hold_result(backend):
     assert r.as_tuple() == (int(St.HELD), 0, 1, 0)
     b = e.booking(0)
     assert (b.state, b.created_at, b.changed_at, b.hold_until) == (BS.HELD, T1, T1, T1 + HOLD)
-    assert e.session_counts("S1") == (2, 1, 0, 0, 0, 0, 0)
+    assert e.session_counts("S1") == (2, 1, 0, 0, 0, 0, 0, 0)
     assert e.booking(0).hold_until == T1 + HOLD
     assert book(e, "P2").slot == 2 and e.booking(1).hold_until == 0
 
@@ -145,7 +146,7 @@ def test_full_session_rejects(backend):
     before = e.state_hash()
     rejected(book(e, "P2"), R.FULL)
     # a rejection changes nothing but the clock and timers (and registers the ids)
-    assert e.session_counts("S1") == (0, 0, 1, 0, 0, 0, 0)
+    assert e.session_counts("S1") == (0, 0, 1, 0, 0, 0, 0, 0)
     assert e.state_hash() != before  # new account/patient ids were registered
     h = e.state_hash()
     rejected(book(e, "P2"), R.FULL)
@@ -242,7 +243,7 @@ def test_hold_then_confirm(backend):
     assert res(r) == (St.BOOKED, R.NONE, 1, 0) and r.ok
     b = e.booking(0)
     assert (b.state, b.created_at, b.changed_at, b.hold_until) == (BS.BOOKED, T1, T1 + 5 * MINUTE, T1 + HOLD)
-    assert e.session_counts("S1") == (2, 0, 1, 0, 0, 0, 0)
+    assert e.session_counts("S1") == (2, 0, 1, 0, 0, 0, 0, 0)
     assert e.advance(T1 + HOLD) == []  # the hold timer is stale now
     assert e.booking(0).state == BS.BOOKED
     assert res(e.confirm(0, account="A-P1", now=T1 + HOLD)) == (St.REJECTED, R.NOT_HELD, 1, 0)
@@ -254,11 +255,11 @@ def test_hold_expiry_frees_the_slot(backend):
     book(e, "P1", hold=True)
     rejected(book(e, "P2", now=T1 + 1), R.FULL)
     assert e.advance(T1 + HOLD - 1) == []
-    assert e.advance(T1 + HOLD) == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "S1", 0, "P1", -1)]
+    assert e.advance(T1 + HOLD) == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "S1", 0, "P1", -1, slot=1)]
     e._check_invariants()
     b = e.booking(0)
     assert (b.state, b.changed_at, b.end_reason) == (BS.EXPIRED, T1 + HOLD, R.NONE)
-    assert e.session_counts("S1") == (1, 0, 0, 0, 0, 0, 0)
+    assert e.session_counts("S1") == (1, 0, 0, 0, 0, 0, 0, 0)
     assert quota(e) == {"app": 1}
     assert e.live_bookings("P1") == []
     r = e.confirm(0, account="A-P1", now=T1 + HOLD + 1)
@@ -272,7 +273,7 @@ def test_hold_expires_before_a_late_confirm_without_advance(backend):
     book(e, "P1", hold=True)
     r = e.confirm(0, account="A-P1", now=T1 + HOLD)  # due exactly now: expiry runs first
     assert res(r) == (St.REJECTED, R.HOLD_EXPIRED, 1, 0)
-    assert e.events() == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "S1", 0, "P1", -1)]
+    assert e.events() == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "S1", 0, "P1", -1, slot=1)]
     assert res(e.cancel(0, account="A-P1", now=T1 + HOLD)) == (St.REJECTED, R.NOT_ACTIVE, 1, 0)
 
 
@@ -291,7 +292,7 @@ def test_cancel_owner_and_state(backend):
     assert res(r) == (St.CANCELLED, R.NONE, 1, 0) and r.ok and r.window == window(1)
     b = e.booking(0)
     assert (b.state, b.changed_at, b.end_reason) == (BS.CANCELLED, T1 + 2, R.NONE)
-    assert e.session_counts("S1") == (2, 1, 0, 0, 0, 0, 0)
+    assert e.session_counts("S1") == (2, 1, 0, 0, 0, 0, 0, 0)
     assert e.live_bookings("P1") == []
     assert res(e.cancel(0, account="A-P1", now=T1 + 3)) == (St.REJECTED, R.NOT_ACTIVE, 1, 0)
     assert res(cancel(e, 1, "A-P2", T1 + 4)) == (St.CANCELLED, R.NONE, 2, 1)
@@ -331,7 +332,7 @@ def test_check_in(backend):
     assert res(r) == (St.ARRIVED, R.NONE, 1, 0) and r.ok and r.window == window(1)
     b = e.booking(0)
     assert (b.state, b.changed_at) == (BS.ARRIVED, START)
-    assert e.session_counts("S1") == (2, 0, 0, 1, 0, 0, 0)
+    assert e.session_counts("S1") == (2, 0, 0, 1, 0, 0, 0, 0)
     assert e.live_bookings("P1") == []
     assert res(e.check_in(0, now=START + 1)) == (St.REJECTED, R.NOT_ACTIVE, 1, 0)
     # the patient is now known at H1: the expert session there is open to them
@@ -339,8 +340,8 @@ def test_check_in(backend):
     book(e, "P2", now=START + 3)
     assert cancel(e, 2, "A-P2", START + 4).reason == R.CANCEL_CUTOFF
     assert e.advance(END) == [
-        ev(EK.NO_SHOW, END, "S1", 2, "P2", -1),
-        ev(EK.PATIENT_BANNED, END, "S1", 2, "P2", 1),
+        ev(EK.NO_SHOW, END, "S1", 2, "P2", -1, slot=2),
+        ev(EK.PATIENT_BANNED, END, "S1", 2, "P2", 1, slot=2),
     ]  # arrived P1 is not a no-show
     assert e.booking(0).state == BS.ARRIVED
 
@@ -369,12 +370,12 @@ def test_no_show_strikes_escalate_bans(backend):
         r = book(e, "P1", f"S{k}", now=t)
         assert res(r) == (St.BOOKED, R.NONE, 1, k)
         assert e.advance(ends[k]) == [
-            ev(EK.NO_SHOW, ends[k], f"S{k}", k, "P1", -1),
-            ev(EK.PATIENT_BANNED, ends[k], f"S{k}", k, "P1", min(k + 1, 3)),
+            ev(EK.NO_SHOW, ends[k], f"S{k}", k, "P1", -1, slot=1),
+            ev(EK.PATIENT_BANNED, ends[k], f"S{k}", k, "P1", min(k + 1, 3), slot=1),
         ]
         e._check_invariants()
         assert e.booking(k).state == BS.NO_SHOW and e.booking(k).changed_at == ends[k]
-        assert e.session_counts(f"S{k}") == (1, 0, 0, 0, 1, 0, 0)
+        assert e.session_counts(f"S{k}") == (1, 0, 0, 0, 1, 0, 0, 0)
         assert e.session(f"S{k}").closed
         t = ends[k] + bans[k] * DAY
         assert e.patient_banned_until("P1") == t
@@ -392,7 +393,7 @@ def test_strikes_outside_the_window_do_not_escalate(backend):
     book(e, "P1", "S1", now=START + 399 * DAY)
     end1 = START + 400 * DAY + 4 * HOUR
     events = e.advance(end1)
-    assert events[-1] == ev(EK.PATIENT_BANNED, end1, "S1", 1, "P1", 1)
+    assert events[-1] == ev(EK.PATIENT_BANNED, end1, "S1", 1, "P1", 1, slot=1)
     assert e.patient_banned_until("P1") == end1 + 30 * DAY
 
 
@@ -402,15 +403,15 @@ def test_session_end_expires_holds_without_strike(backend):
     book(e, "P1")
     book(e, "P2", hold=True, now=END - 5 * MINUTE)
     assert e.advance(END) == [
-        ev(EK.NO_SHOW, END, "S1", 0, "P1", -1),
-        ev(EK.PATIENT_BANNED, END, "S1", 0, "P1", 1),
-        ev(EK.HOLD_EXPIRED, END, "S1", 1, "P2", -1),
+        ev(EK.NO_SHOW, END, "S1", 0, "P1", -1, slot=1),
+        ev(EK.PATIENT_BANNED, END, "S1", 0, "P1", 1, slot=1),
+        ev(EK.HOLD_EXPIRED, END, "S1", 1, "P2", -1, slot=2),
     ]
     e._check_invariants()
     assert (e.booking(1).state, e.booking(1).changed_at) == (BS.EXPIRED, END)
     assert e.patient_banned_until("P2") == 0
     assert e.patient_banned_until("P1") == END + 30 * DAY
-    assert e.session_counts("S1") == (2, 0, 0, 0, 1, 0, 0)
+    assert e.session_counts("S1") == (2, 0, 0, 0, 1, 0, 0, 0)
     assert e.session("S1").closed
     assert e.advance(END + 5 * MINUTE) == []  # the hold's own timer is stale
 
@@ -432,7 +433,7 @@ def test_three_cancellations_within_30_days_are_a_strike(backend):
         assert res(book(e, "P1", now=T1 + 2 * i)) == (St.BOOKED, R.NONE, 1, i)
         cancel(e, i, "A-P1", T1 + 2 * i + 1)
     strike = T1 + 5
-    assert e.events() == [ev(EK.PATIENT_BANNED, strike, "S1", 2, "P1", 1)]
+    assert e.events() == [ev(EK.PATIENT_BANNED, strike, "S1", 2, "P1", 1, slot=1)]
     assert pinfo(e, "P1") == (strike + 30 * DAY, (strike,), ())
     rejected(book(e, "P1", now=T1 + 6), R.PATIENT_BANNED)
 
@@ -449,7 +450,7 @@ def test_spread_out_cancellations_are_no_strike(backend):
     t = T1 + 45 * DAY  # the last three now fall inside 30 days
     book(e, "P1", now=t)
     cancel(e, 3, "A-P1", t + 1)
-    assert e.events() == [ev(EK.PATIENT_BANNED, t + 1, "S1", 3, "P1", 1)]
+    assert e.events() == [ev(EK.PATIENT_BANNED, t + 1, "S1", 3, "P1", 1, slot=1)]
     assert pinfo(e, "P1") == (t + 1 + 30 * DAY, (t + 1,), ())
 
 
@@ -629,7 +630,7 @@ def test_add_capacity(backend):
     assert e.events() == [ev(EK.CAPACITY_ADDED, T1 + 1, "S1", None, None, 3)]
     assert e.session("S1").capacity == 5
     assert quota(e) == {"window": 3}
-    assert e.session_counts("S1") == (3, 0, 2, 0, 0, 0, 0)
+    assert e.session_counts("S1") == (3, 0, 2, 0, 0, 0, 0, 0)
     assert res(book(e, "P3", "S1", "window", now=T1 + 2)) == (St.BOOKED, R.NONE, 3, 2)
     assert book(e, "P3", "S1", "window", now=T1 + 2).reason == R.DUPLICATE_SESSION
     rejected(book(e, "P4", now=T1 + 2), R.QUOTA_EXHAUSTED)
@@ -678,15 +679,15 @@ def test_suspend_cancels_every_live_booking(backend):
     e._check_invariants()
     sus = int(R.SESSION_SUSPENDED)
     assert e.events() == [
-        ev(EK.BOOKING_CANCELLED, T1 + 2, "S1", 1, "P2", sus),
-        ev(EK.BOOKING_CANCELLED, T1 + 2, "S1", 2, "P3", sus),
+        ev(EK.BOOKING_CANCELLED, T1 + 2, "S1", 1, "P2", sus, slot=2, reason=R.SESSION_SUSPENDED),
+        ev(EK.BOOKING_CANCELLED, T1 + 2, "S1", 2, "P3", sus, slot=3, reason=R.SESSION_SUSPENDED),
         ev(EK.SESSION_SUSPENDED, T1 + 2, "S1", None, None, 2),
     ]
     for b in (1, 2):
         info = e.booking(b)
         assert (info.state, info.end_reason, info.changed_at) == (BS.CANCELLED, R.SESSION_SUSPENDED, T1 + 2)
     assert e.booking(0).state == BS.ARRIVED
-    assert e.session_counts("S1") == (0, 0, 0, 1, 0, 4, 0)
+    assert e.session_counts("S1") == (0, 0, 0, 1, 0, 4, 0, 0)
     info = e.session("S1")
     assert info.suspended and not info.closed and quota(e) == {}
     assert e.live_bookings("P2") == [] and e.live_bookings("P3") == []
@@ -708,7 +709,7 @@ def test_block_and_unblock_slot(backend):
     add(e, capacity=3)
     assert e.block_slot("S1", 1, now=T1) is True
     e._check_invariants()
-    assert e.session_counts("S1") == (2, 0, 0, 0, 0, 0, 1)
+    assert e.session_counts("S1") == (2, 0, 0, 0, 0, 0, 1, 0)
     assert quota(e) == {"app": 3}  # quotas are not touched
     assert book(e, "P1").slot == 2
     assert e.block_slot("S1", 2, now=T1) is False  # booked, not free
@@ -720,7 +721,7 @@ def test_block_and_unblock_slot(backend):
     assert e.unblock_slot("S1", 2, now=T1 + 1) is False
     e._check_invariants()
     assert book(e, "P2", now=T1 + 2).slot == 1
-    assert e.session_counts("S1") == (0, 0, 2, 0, 0, 0, 1)
+    assert e.session_counts("S1") == (0, 0, 2, 0, 0, 0, 1, 0)
 
 
 def test_session_closed_at_end(backend):
@@ -743,7 +744,7 @@ def test_advance_returns_events_with_string_ids(backend):
     r = e.book("账号一", "张三", "心内科-上午", now=T1, hold=True)
     assert r.status == St.HELD
     events = e.advance(T1 + HOLD)
-    assert events == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "心内科-上午", 0, "张三", -1, "账号一")]
+    assert events == [ev(EK.HOLD_EXPIRED, T1 + HOLD, "心内科-上午", 0, "张三", -1, "账号一", slot=1)]
     (x,) = events
     assert type(x.kind) is EK and type(x.at) is int and type(x.session) is str
     assert type(x.patient) is str and type(x.booking) is int and type(x.detail) is int
@@ -770,7 +771,7 @@ def test_session_info(backend):
         "referral": local_midnight - 28 * DAY + 510 * MINUTE,
         "followup": local_midnight - 14 * DAY + 510 * MINUTE,
     }
-    assert e.session_counts("S1") == se.SlotCounts(3, 0, 1, 0, 0, 0, 0)
+    assert e.session_counts("S1") == se.SlotCounts(3, 0, 1, 0, 0, 0, 0, 0)
     assert e.session_counts("S1").booked == 1
 
 
@@ -784,7 +785,7 @@ def test_booking_info_and_live_bookings(backend):
     book(e, "P1", "S3", account="A2", now=T1 + 2)
     b = e.booking(0)
     assert b == se.BookingInfo(0, "S1", 1, window(1), "P1", "A1", "phone", "phone", BS.BOOKED,
-                               T1, T1, 0, R.NONE)
+                               T1, T1, 0, R.NONE, None)
     assert [x.id for x in e.live_bookings("P1")] == [0, 1, 2]
     assert e.live_bookings("P1")[1].hold_until == T1 + 1 + HOLD
     cancel(e, 1, "A1", T1 + 3)
@@ -1001,7 +1002,7 @@ def test_timers_due_together_run_in_push_order(backend):
     book(e, "P1", "S1", "window", now=ROLL - HOLD, hold=True)
     assert e.advance(ROLL) == [
         ev(EK.QUOTA_ROLLED, ROLL, "S1", None, None, 1),  # the held slot's quota is not unclaimed
-        ev(EK.HOLD_EXPIRED, ROLL, "S1", 0, "P1", -1),
+        ev(EK.HOLD_EXPIRED, ROLL, "S1", 0, "P1", -1, slot=1),
     ]
     e._check_invariants()
     assert quota(e) == {"app": 3}  # the expired hold's window quota went to the rolled pool
@@ -1073,7 +1074,7 @@ def test_strike_window_boundary(backend, gap, n, ban):
     book(e, "P1", "S1")
     end1 = END + gap
     events = e.advance(end1)
-    assert events[-1] == ev(EK.PATIENT_BANNED, end1, "S1", 1, "P1", n)
+    assert events[-1] == ev(EK.PATIENT_BANNED, end1, "S1", 1, "P1", n, slot=1)
     assert e.patient_banned_until("P1") == end1 + ban * DAY
 
 
@@ -1084,8 +1085,8 @@ def test_a_later_shorter_ban_does_not_shorten_the_current_one(backend):
     book(e, "P1", "S0")
     book(e, "P1", "S1")
     cancel(e, 1, "A-P1", T1 + 1)  # one cancellation is a strike under this policy
-    assert e.events() == [ev(EK.PATIENT_BANNED, T1 + 1, "S1", 1, "P1", 1)]
-    assert e.advance(END)[-1] == ev(EK.PATIENT_BANNED, END, "S0", 0, "P1", 2)
+    assert e.events() == [ev(EK.PATIENT_BANNED, T1 + 1, "S1", 1, "P1", 1, slot=1)]
+    assert e.advance(END)[-1] == ev(EK.PATIENT_BANNED, END, "S0", 0, "P1", 2, slot=1)
     assert pinfo(e, "P1") == (T1 + 1 + 60 * DAY, (T1 + 1, END), ())
 
 
@@ -1098,7 +1099,7 @@ def test_suspend_after_the_session_closed(backend):
     assert e.suspend("S1", now=END + 1) == 0
     e._check_invariants()
     assert e.events() == [ev(EK.SESSION_SUSPENDED, END + 1, "S1", None, None, 0)]
-    assert e.session_counts("S1") == (0, 0, 0, 0, 1, 2, 0)
+    assert e.session_counts("S1") == (0, 0, 0, 0, 1, 2, 0, 0)
     assert e.booking(0).state == BS.NO_SHOW
     with pytest.raises(se.errors.InvalidState):
         e.add_capacity("S1", 1)

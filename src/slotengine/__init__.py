@@ -14,9 +14,20 @@ from .engine import (
     SlotCounts,
     TicketInfo,
     TicketPosition,
+    WaitlistInfo,
 )
 from .errors import SlotEngineError
-from .outcomes import BookingState, EventKind, FlagReason, Reason, SlotState, Status, TicketState, Tier
+from .outcomes import (
+    BookingState,
+    EventKind,
+    FlagReason,
+    Reason,
+    RequestState,
+    SlotState,
+    Status,
+    TicketState,
+    Tier,
+)
 from .policy import Policy
 from .times import DAY, HOUR, MINUTE, from_ms, to_ms
 
@@ -33,7 +44,9 @@ __all__ = [
     "Tier",
     "TicketState",
     "FlagReason",
+    "RequestState",
     "TicketInfo",
+    "WaitlistInfo",
     "TicketPosition",
     "RiskInfo",
     "FlagRecord",

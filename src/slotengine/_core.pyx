@@ -25,6 +25,12 @@ Layout (see _defs.pxi for the structs):
   known at) plus fixed-stride strike and cancel times; further known
   (patient, hospital) pairs live in an open-addressing hash set (_known.pxi).
 * timers: a binary heap of (due, seq, kind, id) structs (_timers.pxi).
+* waitlist (_waitlist.pxi): 96-byte request records, per-(session, class)
+  FIFOs as contiguous runs of 12-byte entries in one pool with lazy deletion
+  (a bitmap of OPEN requests skips closed entries without touching them), a
+  per-session block allocated on first use, and the patient's and account's
+  request lists.  Without an OPEN request, re-release or a no-show grace the
+  command path pays a compare or two for all of it.
 
 Vectors grow by 1/8 (bookings by 1/4) rather than doubling, so allocated
 memory stays close to live memory; ``memory_usage()`` reports it.
@@ -33,7 +39,9 @@ memory stays close to live memory; ``memory_usage()`` reports it.
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memmove, memset
+from libc.string cimport memcpy, memmove, memset
+from libcpp.algorithm cimport sort as cpp_sort
+from libcpp.pair cimport pair
 from libcpp.vector cimport vector
 
 from operator import index as _index
@@ -52,10 +60,11 @@ from slotengine.errors import (
     UnknownChannel,
     UnknownPatient,
     UnknownSession,
+    UnknownRequest,
     UnknownTicket,
 )
 from slotengine.outcomes import (
-    BookingState, EventKind, FlagReason, Reason, SlotState, Status, TicketState)
+    BookingState, EventKind, FlagReason, Reason, RequestState, SlotState, Status, TicketState)
 
 include "_defs.pxi"
 include "_ledger.pxi"
@@ -97,6 +106,16 @@ def _check_codes():
     assert [int(x) for x in FlagReason] == [FR_HOST, FR_BLACKLIST, FR_EARLY_REQUESTS,
                                             FR_CANCELLATIONS, FR_MANY_PATIENTS,
                                             FR_CANCEL_REBOOK]
+    assert ST_WAITLISTED == Status.WAITLISTED
+    assert (R_DUPLICATE_WAITLIST, R_WAITLIST_PATIENT_CAP, R_FLAGGED, R_SLOTS_LEFT,
+            R_WAITLIST_FULL, R_SLOT_RELEASED) == (
+        Reason.DUPLICATE_WAITLIST, Reason.WAITLIST_PATIENT_CAP, Reason.FLAGGED,
+        Reason.SLOTS_LEFT, Reason.WAITLIST_FULL, Reason.SLOT_RELEASED)
+    assert S_RETURNING == SlotState.RETURNING
+    assert [int(x) for x in EventKind][14:] == [E_WAITLIST_FILLED, E_WAITLIST_EXPIRED,
+                                             E_WAITLIST_SKIPPED, E_BOOKING_MOVED,
+                                             E_BOOKING_WAITLISTED, E_SLOT_RERELEASED]
+    assert [int(x) for x in RequestState] == [RQ_OPEN, RQ_FILLED, RQ_EXPIRED, RQ_CANCELLED]
 
 _check_codes()
 
@@ -125,7 +144,7 @@ cdef class Core:
 
     # -- the Engine's intern dicts, for book_named (see bind_names) --
     cdef dict _acc_ids, _pat_ids, _ses_ids, _chan_ids
-    cdef object _slow_book
+    cdef object _slow_book, _slow_cancel
 
     # -- policy (read once from CorePolicy) --
     cdef int32_t _n_ch
@@ -197,6 +216,32 @@ cdef class Core:
     cdef int64_t _n_queued            # tickets in state QUEUED
     cdef int64_t _n_marks             # flags and blocks ever set (0: risk reads nothing)
     cdef int64_t _n_pmarks            # ... on patients (0: patient marks are not read)
+    # -- waitlist, re-release, no-show scan, suspension moves (issue 4, _waitlist.pxi) --
+    cdef int32_t _wl_classes
+    cdef int32_t _wl_candidates
+    cdef int32_t _wl_per_patient
+    cdef int32_t _wl_session_cap
+    cdef int64_t _rr_min
+    cdef int64_t _rr_max              # 0: freed slots are FREE at once
+    cdef int64_t _grace               # noshow_grace_ms, 0 off
+    cdef int32_t _suspend_action
+    cdef vector[Request] _requests
+    cdef vector[uint64_t] _rq_open    # bit r set <=> request r is OPEN (a pass skips closed
+                                      # FIFO entries without touching their records)
+    cdef vector[WlEntry] _wq          # pool of the class FIFOs' regions (WlQueue)
+    cdef int64_t _wq_dead             # pool entries in regions no queue owns any more
+    cdef int64_t _wq_live             # entries in the queues' live ranges [head, len)
+    cdef vector[WlEntry] _wq_keep     # scratch: entries a pass skipped (kept in place)
+    cdef vector[WlSession] _wls       # per-session waitlist blocks, allocated lazily
+    cdef vector[int32_t] _wl_of       # per session: its block, -1; empty until the first block
+    cdef vector[int32_t] _wl_open     # per session: open[s] (sized with _wl_of)
+    cdef vector[int32_t] _p_rq        # per patient: newest request on its list, -1 when none
+    cdef vector[int32_t] _a_rq        # per account: newest request on its list, -1 when none
+    cdef vector[FilledRec] _filled    # booking -> request it filled, ascending bookings
+    cdef vector[ReturnRec] _returns   # RERELEASE records
+    cdef vector[int32_t] _rq_scratch  # snapshot of one patient's / account's OPEN requests
+    cdef vector[int32_t] _left        # bookings that left a closed or suspended session
+    cdef int64_t _n_open              # OPEN requests (0: no pass or recheck reads anything)
 
     def __init__(self, policy, seed):
         cdef int64_t count, window
@@ -223,6 +268,9 @@ cdef class Core:
                 "slow_interval_ms", "slow_burst", "early_ms", "early_count",
                 "early_window_ms", "cancel_flag_count", "cancel_flag_window_ms",
                 "patients_flag_count", "patients_flag_window_ms", "rebook_ms", "flag_ms")]
+            wl = [_index(getattr(policy, name)) for name in (
+                "wl_classes", "wl_candidates", "wl_per_patient", "wl_session_cap",
+                "rerelease_min_ms", "rerelease_max_ms", "noshow_grace_ms", "suspend_action")]
         except (AttributeError, TypeError, ValueError) as exc:
             raise PolicyError(f"policy is not a valid CorePolicy: {exc}") from None
         if not 1 <= n_ch <= 32 or not 0 <= pub < n_ch:
@@ -253,6 +301,41 @@ cdef class Core:
         for v in (early_count, cflag_count, pflag_count):
             if not 0 <= v <= 65535:
                 raise PolicyError("policy flag counts are out of range")
+        (wl_classes, wl_candidates, wl_per_patient, wl_session_cap, rr_min, rr_max, grace,
+         suspend_action) = wl
+        if not 0 <= wl_classes <= WL_MAX_QUEUES - 1 or not 1 <= wl_candidates <= WL_MAX_CAND:
+            raise PolicyError("policy wl_classes / wl_candidates are out of range")
+        if not 0 <= wl_per_patient <= MAX_ID or not 0 <= wl_session_cap <= MAX_ID:
+            raise PolicyError("policy wl_per_patient / wl_session_cap are out of range")
+        if not 0 <= rr_min <= rr_max <= MAX_MS or not 0 <= grace <= MAX_MS:
+            raise PolicyError("policy rerelease_min_ms / rerelease_max_ms / noshow_grace_ms "
+                              "are out of range")
+        if not 0 <= suspend_action <= 2:
+            raise PolicyError(f"policy suspend_action={suspend_action} is not 0, 1 or 2")
+        self._wl_classes = wl_classes
+        self._wl_candidates = wl_candidates
+        self._wl_per_patient = wl_per_patient
+        self._wl_session_cap = wl_session_cap
+        self._rr_min = rr_min
+        self._rr_max = rr_max
+        self._grace = grace
+        self._suspend_action = suspend_action
+        self._requests.clear()
+        self._rq_open.clear()
+        self._wq.clear()
+        self._wq_dead = 0
+        self._wq_live = 0
+        self._wq_keep.clear()
+        self._wls.clear()
+        self._wl_of.clear()
+        self._wl_open.clear()
+        self._p_rq.clear()
+        self._a_rq.clear()
+        self._filled.clear()
+        self._returns.clear()
+        self._rq_scratch.clear()
+        self._left.clear()
+        self._n_open = 0
         self._n_ch = n_ch
         self._pub = pub
         self._hold_ms = hold_ms
@@ -413,6 +496,14 @@ cdef class Core:
 
     cdef inline void _event(self, int32_t kind, int64_t at, int32_t session, int32_t booking,
                             int32_t patient, int32_t account, int64_t detail) noexcept nogil:
+        """Append an event; ``slot`` is the booking's (1-based) when there is one, reason 0."""
+        self._event_r(kind, at, session, booking, patient, account, detail,
+                      self._bookings[booking].slot + 1 if booking >= 0 else 0, R_NONE)
+
+    cdef inline void _event_r(self, int32_t kind, int64_t at, int32_t session, int32_t booking,
+                              int32_t patient, int32_t account, int64_t detail, int32_t slot,
+                              int32_t reason) noexcept nogil:
+        """Append an event with an explicit 1-based slot (0 none) and reason (0 none)."""
         cdef Event e
         e.kind = kind
         e.at = at
@@ -421,6 +512,8 @@ cdef class Core:
         e.patient = patient
         e.account = account
         e.detail = detail
+        e.slot = <uint16_t>slot
+        e.reason = <int16_t>reason
         se_grow(self._events, 1, 2)
         self._events.push_back(e)
 
@@ -458,6 +551,8 @@ cdef class Core:
             return S_FREE
         if v == SB_BLOCKED:
             return S_BLOCKED
+        if v == SB_RETURNING:
+            return S_RETURNING
         return S_CANCELLED
 
     cdef void _live_remove(self, int32_t p, int32_t b) noexcept nogil:
@@ -550,8 +645,10 @@ cdef class Core:
                 bk = &self._bookings[t.id]
                 if bk.state == B_HELD and self._hold_until(bk) == t.due:
                     self._expire(t.id, t.due)
+                    self._backfill(t.id, t.due)
             elif t.kind == T_ROLLOVER:
                 self._rollover(t.id, t.due)
+                wl_pass(self, t.id, t.due)
             elif t.kind == T_SESSION_END:
                 self._session_end(t.id, t.due)
             elif t.kind == T_COHORT_CLOSE:
@@ -559,9 +656,27 @@ cdef class Core:
             elif t.kind == T_DRAIN:
                 self._sessions[t.id].flags &= ~SF_DRAIN
                 self._drain(t.id, t.due)
-            elif self._tickets[t.id].state == K_QUEUED:   # T_SLOW_SERVE
-                self._serve(t.id, t.due)
+            elif t.kind == T_SLOW_SERVE:
+                if self._tickets[t.id].state == K_QUEUED:
+                    self._serve(t.id, t.due)
+            elif t.kind == T_WL_EXPIRE:
+                wl_expire(self, t.id, t.due)
+            elif t.kind == T_RERELEASE:
+                wl_rerelease(self, t.id, t.due)
+            elif t.kind == T_WL_RECHECK:
+                wl_recheck_timer(self, t.id, t.due)
+            else:   # T_NOSHOW_SCAN
+                wl_noshow_scan(self, t.id, t.due)
         self._now = now
+
+    cdef void _backfill(self, int32_t b, int64_t t) noexcept nogil:
+        """After booking b's slot was freed at t: pass, recheck its patient, maybe re-release.
+
+        Costs two compares when no request is open and re-release is off.
+        """
+        if self._n_open == 0 and self._rr_max == 0:
+            return
+        wl_after_free(self, b, t)
 
     cdef void _rollover(self, int32_t sid, int64_t at) noexcept nogil:
         cdef Session* s = &self._sessions[sid]
@@ -580,13 +695,21 @@ cdef class Core:
             self._event(E_QUOTA_ROLLED, at, sid, -1, -1, -1, moved)
 
     cdef void _session_end(self, int32_t sid, int64_t at) noexcept nogil:
-        """Close the session: BOOKED -> NO_SHOW (+ strike), HELD -> EXPIRED.  O(capacity)."""
+        """Close the session: BOOKED -> NO_SHOW (+ strike), HELD -> EXPIRED.  O(capacity).
+
+        Then (waitlist) the patients of those bookings are rechecked in slot
+        order: their live sets shrank.  The freed slots of expired holds stay
+        FREE (the session is closed: no pass, no re-release).
+        """
         cdef Session* s = &self._sessions[sid]
         cdef int32_t i, b
         cdef Booking* bk
+        cdef bint wl = self._n_open > 0
         if s.flags & SF_SUSPENDED:
             return
         s.flags |= SF_CLOSED
+        if wl:
+            self._left.clear()
         for i in range(s.capacity):
             b = self._slot_bk[s.slot_off + i]
             if b < 0:
@@ -598,8 +721,14 @@ cdef class Core:
                 self._live_remove(bk.patient, b)
                 self._event(E_NO_SHOW, at, sid, b, bk.patient, bk.account, -1)
                 self._strike(bk.patient, at, sid, b)
+                if wl:
+                    self._left.push_back(b)
             elif bk.state == B_HELD:
                 self._expire(b, at)
+                if wl:
+                    self._left.push_back(b)
+        if wl:
+            wl_recheck_left(self, at)
 
     # ------------------------------------------------------------------------
     # booking: the hot path
@@ -1006,7 +1135,7 @@ cdef class Core:
         if (code & 0xFF) == ST_REJECTED:
             tk.state = K_FAILED
             tk.reason = <int16_t>(code >> 8)
-            self._event(E_TICKET_FAILED, t, sid, -1, p, a, k)
+            self._event_r(E_TICKET_FAILED, t, sid, -1, p, a, k, 0, code >> 8)
         else:
             tk.state = K_SERVED
             tk.booking = out.booking
@@ -1083,12 +1212,15 @@ cdef class Core:
             self._rule_flag(a, FR_CANCELLATIONS, now)
 
     cdef void _many_patients(self, int32_t a, int64_t now) noexcept nogil:
-        """Flag an unflagged account that booked for patients_flag_count distinct patients."""
+        """Flag an unflagged account that booked for patients_flag_count distinct patients.
+
+        The account's record is read only when the count is reached (_rule_flag
+        leaves a flagged account alone): the walk starts at the booking just
+        made, already in cache.
+        """
         cdef int64_t cutoff = now - self._pflag_window
         cdef int32_t b, k, nd = 0
         cdef const Booking* bk
-        if now < self._accts[a].flag_until:
-            return
         b = self._acct_hist[a]
         while b >= 0:
             bk = &self._bookings[b]
@@ -1160,18 +1292,21 @@ cdef class Core:
         return r
 
     def bind_names(self, dict accounts, dict patients, dict sessions, dict channels,
-                   slow_book):
-        """Let ``book_named`` read the Engine's intern dicts (str -> dense id).
+                   slow_book, slow_cancel=None):
+        """Let ``book_named`` and ``cancel_named`` read the Engine's intern dicts
+        (str -> dense id).
 
-        ``slow_book(account, patient, session, channel, now, hold)`` handles
-        every call the fast path does not: a new or bad id, a datetime, a bad
-        ``hold``, time out of range.  The dicts are shared, not copied.
+        ``slow_book(account, patient, session, channel, now, hold)`` and
+        ``slow_cancel(booking, account, now)`` handle every call the fast
+        paths do not: a new or bad id, a datetime, a bad ``hold``, time out of
+        range.  The dicts are shared, not copied.
         """
         self._acc_ids = accounts
         self._pat_ids = patients
         self._ses_ids = sessions
         self._chan_ids = channels
         self._slow_book = slow_book
+        self._slow_cancel = slow_cancel
 
     def book_named(self, account, patient, session, channel=None, *, now, hold=False):
         """``Engine.book`` without a Python frame: string ids looked up here, in C.
@@ -1332,13 +1467,50 @@ cdef class Core:
         return self._result_for(code, b)
 
     def cancel(self, booking, account, now):
-        """Cancel a live booking before the cut-off and free its slot.  O(live bookings)."""
+        """Cancel a live booking before the cut-off and free its slot (then backfill it).
+
+        O(live bookings), plus the waitlist requests the pass walks.
+        """
         cdef int32_t b = self._booking_id(booking)
         cdef int32_t a = self._account_id(account)
         cdef int64_t t = self._check_now(now)
+        return self._result_for(self._cancel(b, a, t), b)
+
+    def cancel_named(self, booking, *, account, now):
+        """``Engine.cancel`` without a Python frame: the account name looked up here.
+
+        An int booking id in range, a known account name (``bind_names``) and
+        an int ``now`` in range go straight to the command path; anything else
+        goes to the Engine's checked ``slow_cancel(booking, account, now)``.
+        """
+        cdef object a
+        cdef long long b, t
+        cdef int over_b = 0, over_t = 0
+        if self._slow_cancel is None:
+            raise InvalidState("cancel_named needs bind_names(..., slow_cancel=...)")
+        if type(booking) is not int or type(now) is not int:
+            return self._slow_cancel(booking, account, now)
+        b = PyLong_AsLongLongAndOverflow(booking, &over_b)
+        t = PyLong_AsLongLongAndOverflow(now, &over_t)
+        try:
+            a = self._acc_ids.get(account)
+        except TypeError:  # an unhashable name: let the slow path name the error
+            a = None
+        if (a is None or over_b or over_t or b < 0 or b >= <long long>self._bookings.size()
+                or t < self._now or t > _MAX_MS_C):
+            return self._slow_cancel(booking, account, now)
+        return self._result_for(self._cancel(<int32_t>b, <int32_t>a, t), <int32_t>b)
+
+    cdef int _cancel(self, int32_t b, int32_t a, int64_t t) noexcept:
+        """cancel after validation: timers, the checks, free and backfill; the packed code."""
         cdef Booking* bk
         cdef bint was_booked
         cdef int code
+        # Independent of each other: let their cache misses overlap.
+        se_prefetch(&self._bookings[b])
+        if self._cflag_count > 0:
+            se_prefetch(&self._accts[a])
+            se_prefetch(self._acancels.data() + <int64_t>a * self._cflag_count)
         self._advance(t)
         bk = &self._bookings[b]
         if bk.account != a:
@@ -1349,6 +1521,8 @@ cdef class Core:
             code = _code(ST_REJECTED, R_CANCEL_CUTOFF)
         else:
             was_booked = bk.state == B_BOOKED
+            if self._n_open:
+                wl_prefetch(self, bk.session)
             bk.state = B_CANCELLED
             bk.changed_at = t
             bk.flags &= ~F_SUSPENDED
@@ -1360,8 +1534,9 @@ cdef class Core:
             self._sessions[bk.session].flags |= SF_LAST_CANCEL
             if self._cflag_count > 0:
                 self._cancel_signal(a, t)
+            self._backfill(b, t)
             code = _code(ST_CANCELLED, R_NONE)
-        return self._result_for(code, b)
+        return code
 
     def check_in(self, booking, now):
         """BOOKED -> ARRIVED; the patient becomes known at the hospital.  O(live bookings)."""
@@ -1382,6 +1557,8 @@ cdef class Core:
             bk.changed_at = t
             self._live_remove(bk.patient, b)
             self._mark_known(bk.patient, s.hospital)
+            if self._n_open:
+                wl_recheck_patient(self, bk.patient, t)
             code = _code(ST_ARRIVED, R_NONE)
         return self._result_for(code, b)
 
@@ -1413,10 +1590,12 @@ cdef class Core:
                 bm_set(w, n_words, i)
 
     def add_session(self, hospital, department, tier, day, starts_at, end_at, rollover_at,
-                    cancel_cutoff_at, slot_ms, capacity, fee, quotas, release, now):
+                    cancel_cutoff_at, slot_ms, capacity, fee, quotas, release, now, doctor=-1):
         """Add a session of ``capacity`` FREE slots; returns its id.  O(capacity + n_channels).
 
-        Pushes a ROLLOVER timer at ``rollover_at`` and a SESSION_END timer at ``end_at``.
+        Pushes a ROLLOVER timer at ``rollover_at`` and a SESSION_END timer at
+        ``end_at`` (and, with a no-show grace, the first NOSHOW_SCAN).
+        ``doctor`` is an opaque label (-1 none) for suspension moves.
         """
         cdef int64_t h = _int(hospital, "hospital")
         cdef int64_t d = _int(department, "department")
@@ -1431,6 +1610,7 @@ cdef class Core:
         cdef int64_t fee_ = _int(fee, "fee")
         qs = self._int_list(quotas, "quotas")
         rel = self._int_list(release, "release")
+        cdef int64_t doc = _int(doctor, "doctor")
         if not (0 <= h <= MAX_LABEL and 0 <= d <= MAX_LABEL):
             raise InvalidArgument(f"hospital and department ids must be in 0..{MAX_LABEL}")
         if not 0 <= tier_ <= 2:
@@ -1454,6 +1634,8 @@ cdef class Core:
         for v in rel:
             if not 0 <= v <= MAX_MS:
                 raise InvalidArgument(f"release time {v} is outside 0..{MAX_MS} milliseconds")
+        if doc != -1 and not 0 <= doc <= MAX_LABEL:
+            raise InvalidArgument(f"doctor={doc} must be -1 or in 0..{MAX_LABEL}")
         if self._sessions.size() >= <size_t>MAX_ID:
             raise InvalidArgument("too many sessions")
         cdef int64_t t = self._check_now(now)
@@ -1483,6 +1665,7 @@ cdef class Core:
         sx.last_cancel_at = 0
         sx.last_cancel_acct = -1
         sx.q_head = sx.q_tail = -1
+        sx.doctor = <int32_t>doc
         se_grow(self._sx, 1, 8)
         self._sx.push_back(sx)
         self._fair.resize(self._sx.size())
@@ -1494,8 +1677,13 @@ cdef class Core:
             self._q_init.push_back(<uint16_t>qs[c])
             self._q_left.push_back(<uint16_t>qs[c])
             self._release.push_back(rel[c])
+        if self._wl_of.size():
+            self._wl_of.push_back(-1)
+            self._wl_open.push_back(0)
         self._push_timer(roll, T_ROLLOVER, sid)
         self._push_timer(end, T_SESSION_END, sid)
+        if self._grace > 0 and start + self._grace < end:
+            self._push_timer(start + self._grace, T_NOSHOW_SCAN, sid)
         return sid
 
     cdef list _int_list(self, object xs, str name):
@@ -1551,42 +1739,24 @@ cdef class Core:
         self._q_left[<int64_t>sid * self._n_ch + (self._pub if s.flags & SF_ROLLED else c)] += \
             <uint16_t>k
         self._event(E_CAPACITY_ADDED, t, sid, -1, -1, -1, k)
+        if self._grace > 0:
+            wl_noshow_resume(self, sid, old_cap)
+        wl_pass(self, sid, t)
         return new_cap
 
     def suspend(self, session, now):
-        """Stop a session: cancel its live bookings and open slots; returns the count.
+        """Stop a session: its live bookings leave it (cancelled, or with
+        ``suspend_action`` moved or waitlisted) and its open slots close; returns the count.
 
-        O(capacity).  A second suspend returns 0 and changes nothing (timers aside).
+        O(capacity), plus O(sessions) once when a booking is moved or
+        waitlisted.  A second suspend returns 0 and changes nothing (timers aside).
         """
         cdef int32_t sid = self._session_id(session)
         cdef int64_t t = self._check_now(now)
-        cdef Session* s
-        cdef int32_t i, b, c, affected = 0
-        cdef Booking* bk
         self._advance(t)
-        s = &self._sessions[sid]
-        if s.flags & SF_SUSPENDED:
+        if self._sessions[sid].flags & SF_SUSPENDED:
             return 0
-        for i in range(s.capacity):
-            b = self._slot_bk[s.slot_off + i]
-            if b >= 0:
-                bk = &self._bookings[b]
-                if bk.state == B_HELD or bk.state == B_BOOKED:
-                    bk.state = B_CANCELLED
-                    bk.changed_at = t
-                    bk.flags |= F_SUSPENDED
-                    self._live_remove(bk.patient, b)
-                    self._event(E_BOOKING_CANCELLED, t, sid, b, bk.patient, bk.account,
-                                R_SESSION_SUSPENDED)
-                    affected += 1
-                    self._slot_put(s, i, SB_CANCELLED)
-            else:
-                self._slot_put(s, i, SB_CANCELLED)
-        for c in range(self._n_ch):
-            self._q_left[<int64_t>sid * self._n_ch + c] = 0
-        s.flags |= SF_SUSPENDED
-        self._event(E_SESSION_SUSPENDED, t, sid, -1, -1, -1, affected)
-        return affected
+        return wl_suspend(self, sid, t)
 
     def block_slot(self, session, slot_no, now):
         """FREE -> BLOCKED (True), else nothing (False).  Quotas are untouched.  O(1)."""
@@ -1607,6 +1777,8 @@ cdef class Core:
         if self._slot_bk[s.slot_off + i] != old:
             return False
         self._slot_put(s, i, new)
+        if new == SB_FREE:
+            wl_pass(self, sid, t)
         return True
 
     # ------------------------------------------------------------------------
@@ -1628,6 +1800,7 @@ cdef class Core:
         blank.n_strikes = 0
         blank.n_cancels = 0
         blank.known_more = 0
+        blank.wl = 0
         self._patients.resize(k, blank)
         self._strikes.resize(k * self._n_ban, 0)
         self._cancels.resize(k * self._cancel_strikes, 0)
@@ -1635,6 +1808,7 @@ cdef class Core:
         memset(&m, 0, sizeof(Mark))
         self._pmarks.resize(k, m)
         self._p_tq.resize(k, -1)
+        self._p_rq.resize(k, -1)
 
     def ensure_accounts(self, n):
         """Make room for account ids ``< n`` (never shrinks).  O(new accounts)."""
@@ -1648,6 +1822,7 @@ cdef class Core:
             self._accts.resize(k, blank)
             self._early.resize(k * self._early_count, 0)
             self._acancels.resize(k * self._cflag_count, 0)
+            self._a_rq.resize(k, -1)
 
     def mark_known(self, patient, hospital, now):
         """``(patient, hospital)`` becomes known (a registered, returning patient).  O(1)."""
@@ -1658,6 +1833,8 @@ cdef class Core:
         cdef int64_t t = self._check_now(now)
         self._advance(t)
         self._mark_known(p, <int32_t>h)
+        if self._n_open:
+            wl_recheck_patient(self, p, t)
 
     def advance(self, now):
         """Run the timers due by ``now`` and move the clock.  O(k log n) for k due timers."""
@@ -1665,18 +1842,23 @@ cdef class Core:
 
     def drain_events(self):
         """Events since the last drain, as ``(kind, at, session, booking, patient, account,
-        detail)``."""
-        out = [(e.kind, e.at, e.session, e.booking, e.patient, e.account, e.detail)
-               for e in self._events]
+        detail, slot, reason)``."""
+        out = [(e.kind, e.at, e.session, e.booking, e.patient, e.account, e.detail, e.slot,
+                e.reason) for e in self._events]
         self._events.clear()
         return out
 
     def drain_events_array(self):
-        """Events since the last drain as a dict of int64 numpy arrays (``kind``, ``at``,
-        ``session``, ``booking``, ``patient``, ``account``, ``detail``); clears them.  O(n) in C."""
+        """Events since the last drain as a dict of numpy arrays (int64 ``kind``, ``at``,
+        ``session``, ``booking``, ``patient``, ``account``, ``detail``; int32 ``slot``; int16
+        ``reason``); clears them.  O(n) in C."""
         cdef Py_ssize_t n = self._events.size(), i
         cols = {name: np.empty(n, dtype=np.int64) for name in
                 ("kind", "at", "session", "booking", "patient", "account", "detail")}
+        cols["slot"] = np.empty(n, dtype=np.int32)
+        cols["reason"] = np.empty(n, dtype=np.int16)
+        cdef int32_t[::1] csl = cols["slot"]
+        cdef int16_t[::1] crs = cols["reason"]
         cdef int64_t[::1] ck = cols["kind"]
         cdef int64_t[::1] ca = cols["at"]
         cdef int64_t[::1] cs = cols["session"]
@@ -1695,6 +1877,8 @@ cdef class Core:
                 cp[i] = e.patient
                 cacc[i] = e.account
                 cd[i] = e.detail
+                csl[i] = e.slot
+                crs[i] = e.reason
         self._events.clear()
         return cols
 
@@ -1734,7 +1918,15 @@ cdef class Core:
         fu[0] = t
         self._log(t, <int>kd, k, 0, t)
         self._event(E_UNFLAGGED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+        self._recheck_key(<int>kd, k, t)
         return True
+
+    cdef void _recheck_key(self, int kind, int32_t k, int64_t t) noexcept nogil:
+        if self._n_open:
+            if kind == 0:
+                wl_recheck_account(self, k, t)
+            else:
+                wl_recheck_patient(self, k, t)
 
     def block(self, kind, key, until, now):
         """Block an account or patient until ``until`` (the longer block wins)."""
@@ -1767,6 +1959,7 @@ cdef class Core:
             return False
         bu[0] = 0
         self._event(E_UNBLOCKED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+        self._recheck_key(<int>kd, k, t)
         return True
 
     def import_blacklist(self, kinds, keys, untils, now):
@@ -1821,6 +2014,135 @@ cdef class Core:
         r = _result(code, self._tickets[k].session, -1, -1, NULL)
         r._ticket = k
         return r
+
+    # ------------------------------------------------------------------------
+    # waitlist (候补, issue 4): the C side lives in _waitlist.pxi
+
+    cdef int32_t _request_id(self, object x) except -1:
+        return self._checked_id(x, "request", self._requests.size(), UnknownRequest)
+
+    cdef list _candidate_ids(self, object sessions):
+        """A sequence of session ids (any ints), each known, as a list."""
+        if isinstance(sessions, (str, bytes)) or not hasattr(sessions, "__len__"):
+            raise InvalidType("sessions must be a sequence of session ids")
+        try:
+            items = list(sessions)
+        except TypeError:
+            raise InvalidType("sessions must be a sequence of session ids") from None
+        return [self._session_id(x) for x in items]
+
+    cdef int32_t _candidates(self, list ids, int32_t* out) except -1:
+        """Candidate ids into ``out`` (1..wl_candidates, no repeats); returns how many."""
+        cdef int32_t n = 0, i, j
+        cdef int64_t v
+        if not 1 <= len(ids) <= self._wl_candidates:
+            raise InvalidArgument(
+                f"a waitlist request names 1..{self._wl_candidates} sessions, not {len(ids)}")
+        for v in ids:
+            out[n] = <int32_t>v
+            n += 1
+        for i in range(n):
+            for j in range(i):
+                if out[i] == out[j]:
+                    raise InvalidArgument(f"session {out[i]} is named twice")
+        return n
+
+    def join_waitlist(self, account, patient, sessions, channel, klass, deadline, now):
+        """Wait for a slot of any of ``sessions`` until ``deadline`` (status WAITLISTED,
+        ``request`` set), or say why not.  O(candidates x (queue checks + live bookings)).
+        """
+        cdef int32_t a = self._account_id(account)
+        cdef int32_t p = self._patient_id(patient)
+        cdef list ids = self._candidate_ids(sessions)
+        cdef int32_t c = self._channel_id(channel)
+        cdef int32_t cands[8]
+        cdef int32_t n = self._candidates(ids, cands)
+        cdef int64_t k = _int(klass, "klass")
+        if not 1 <= k <= self._wl_classes:
+            raise InvalidArgument(f"klass={k} is outside 1..{self._wl_classes}")
+        cdef int64_t dl = _time(deadline, "deadline")
+        cdef int64_t t = self._check_now(now)
+        if dl <= t:
+            raise InvalidArgument(f"deadline={dl} must be after now={t}")
+        cdef int32_t where = -1
+        cdef int code
+        cdef Result r
+        self._advance(t)
+        code = wl_join(self, a, p, cands, n, c, <int32_t>k, dl, t, &where)
+        if (code & 0xFF) == ST_WAITLISTED:
+            r = _result(code, -1, -1, -1, NULL)
+            r._request = where
+        else:
+            r = _result(code, where, -1, -1, NULL)
+        return r
+
+    def cancel_waitlist(self, request, account, now):
+        """Withdraw an OPEN request (owner only): status CANCELLED, ``request`` set.
+
+        O(candidates).
+        """
+        cdef int32_t k = self._request_id(request)
+        cdef int32_t a = self._account_id(account)
+        cdef int64_t t = self._check_now(now)
+        cdef Request* rq
+        cdef int code
+        cdef Result r
+        self._advance(t)
+        rq = &self._requests[k]
+        if rq.account != a:
+            code = _code(ST_REJECTED, R_NOT_OWNER)
+        elif rq.state != RQ_OPEN:
+            code = _code(ST_REJECTED, R_NOT_ACTIVE)
+        else:
+            rq.state = RQ_CANCELLED
+            rq.changed_at = t
+            wl_close(self, k)
+            code = _code(ST_CANCELLED, R_NONE)
+        r = _result(code, -1, -1, -1, NULL)
+        r._request = k
+        return r
+
+    cdef tuple _request_tuple(self, int32_t k):
+        cdef const Request* rq = &self._requests[k]
+        return (rq.account, rq.patient, rq.channel, rq.klass, rq.state,
+                tuple([rq.cand[i] for i in range(rq.n_cand)]), rq.created_at, rq.deadline,
+                rq.changed_at, rq.booking, rq.filled_session, rq.skip_reason)
+
+    def waitlist_info(self, request):
+        """``(account, patient, channel, klass, state, candidates, created_at, deadline,
+        changed_at, booking, filled_session, skip_reason)``."""
+        return self._request_tuple(self._request_id(request))
+
+    cdef list _session_waitlist(self, int32_t sid):
+        cdef const WlSession* w
+        cdef const WlQueue* q
+        cdef int32_t cl, i, r, bi
+        out = []
+        if self._wl_of.size() == 0:
+            return out
+        bi = self._wl_of[sid]
+        if bi < 0:
+            return out
+        w = &self._wls[bi]
+        for cl in range(self._wl_classes + 1):
+            q = &w.q[cl]
+            for i in range(q.head, q.len):
+                r = self._wq[q.off + i].req
+                if self._requests[r].state == RQ_OPEN:
+                    out.append(r)
+        return out
+
+    def session_waitlist(self, session):
+        """The OPEN request ids listing ``session``, in fill order (class, then FIFO)."""
+        return self._session_waitlist(self._session_id(session))
+
+    def booking_request(self, booking):
+        """The request booking ``booking`` filled, -1 if none.  O(log fills)."""
+        return wl_booking_request(self, self._booking_id(booking))
+
+    @property
+    def n_requests(self):
+        return self._requests.size()
 
     def rng_next(self):
         """Advance the splitmix64 generator and return its next 64-bit output."""
@@ -1916,12 +2238,13 @@ cdef class Core:
         return out
 
     def session_counts(self, session):
-        """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked).
+        """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked,
+        returning).
 
         O(capacity); counts are not stored (they would cost 14 bytes a session).
         """
         cdef const Session* s = &self._sessions[self._session_id(session)]
-        cdef int64_t counts[7]
+        cdef int64_t counts[8]
         cdef int32_t i
         for i in range(N_SLOT_STATES):
             counts[i] = 0
@@ -1954,7 +2277,8 @@ cdef class Core:
         cdef const Booking* bk = &self._bookings[b]
         return (bk.session, bk.slot + 1, bk.patient, bk.account, bk.channel, bk.quota,
                 bk.state, bk.created_at, bk.changed_at, self._hold_until(bk),
-                R_SESSION_SUSPENDED if bk.flags & F_SUSPENDED else R_NONE)
+                R_SESSION_SUSPENDED if bk.flags & F_SUSPENDED
+                else (R_SLOT_RELEASED if bk.flags & F_RELEASED else R_NONE))
 
     cdef tuple _patient_tuple(self, int32_t p):
         cdef const Patient* pt = &self._patients[p]
@@ -1999,6 +2323,10 @@ cdef class Core:
                 "cohort": list(self._fair[sid]) + list(self._slow[sid]),
                 "queue": self._list_from(self._sx[sid].q_head),
                 "last_cancel": (self._sx[sid].last_cancel_at, self._sx[sid].last_cancel_acct),
+                "doctor": self._sx[sid].doctor,
+                "waitlist": self._session_waitlist(sid),
+                "recheck_at": wl_recheck_at(self, sid),
+                "scan_k": wl_scan_k(self, sid),
             })
         return {
             "now": self._now,
@@ -2013,8 +2341,10 @@ cdef class Core:
             "flag_log": self.flag_log(),
             "known": self._known_pairs(),
             "timers": sorted([(t.due, t.seq, t.kind, t.id) for t in self._timers]),
-            "events": [(e.kind, e.at, e.session, e.booking, e.patient, e.account, e.detail)
-                       for e in self._events],
+            "events": [(e.kind, e.at, e.session, e.booking, e.patient, e.account, e.detail,
+                        e.slot, e.reason) for e in self._events],
+            "requests": [self._request_tuple(k) for k in range(<int32_t>self._requests.size())],
+            "returns": [(x.session, x.slot) for x in self._returns],
         }
 
     cdef list _known_pairs(self):
@@ -2065,6 +2395,15 @@ cdef class Core:
             "timers": self._timers.capacity() * sizeof(Timer),
             "events": self._events.capacity() * sizeof(Event),
             "known": self._known.capacity() * sizeof(uint64_t),
+            "waitlist": self._requests.capacity() * sizeof(Request)
+            + (self._wq.capacity() + self._wq_keep.capacity()) * sizeof(WlEntry)
+            + self._wls.capacity() * sizeof(WlSession)
+            + (self._wl_of.capacity() + self._wl_open.capacity() + self._p_rq.capacity()
+               + self._a_rq.capacity()
+               + self._rq_scratch.capacity() + self._left.capacity()) * sizeof(int32_t)
+            + self._rq_open.capacity() * sizeof(uint64_t)
+            + self._filled.capacity() * sizeof(FilledRec)
+            + self._returns.capacity() * sizeof(ReturnRec),
         }
         out["total"] = sum(out.values())
         return out
@@ -2076,7 +2415,7 @@ cdef class Core:
         cdef const Session* s
         cdef const Booking* bk
         cdef uint8_t st
-        cdef int64_t counts[7]
+        cdef int64_t counts[8]
         cdef const uint64_t* w
         cdef vector[int32_t] on_slot
         on_slot.resize(nb, -1)
@@ -2091,7 +2430,7 @@ cdef class Core:
             assert s.bm_off + bm_size(n_words) <= <int64_t>self._bits.size()
             for i in range(s.capacity):
                 b = self._slot_bk[s.slot_off + i]
-                assert b >= SB_CANCELLED and b < nb, f"session {sid} slot {i + 1}: bad cell {b}"
+                assert b >= SB_RETURNING and b < nb, f"session {sid} slot {i + 1}: bad cell {b}"
                 st = self._slot_state(s, i)
                 counts[st] += 1
                 assert ((w[i >> 6] >> (i & 63)) & 1) == (st == S_FREE), \
@@ -2116,17 +2455,20 @@ cdef class Core:
                 qsum += k
                 if s.flags & SF_ROLLED and c != self._pub:
                     assert k == 0, f"session {sid}: rolled channel quota left"
-            assert qsum == counts[S_FREE] + counts[S_BLOCKED], \
+            assert qsum == counts[S_FREE] + counts[S_BLOCKED] + counts[S_RETURNING], \
                 f"session {sid}: quota does not match open slots"
             if s.flags & SF_SUSPENDED:
                 assert counts[S_FREE] == 0 and counts[S_HELD] == 0 and counts[S_BOOKED] == 0
-                assert counts[S_BLOCKED] == 0 and qsum == 0
+                assert counts[S_BLOCKED] == 0 and counts[S_RETURNING] == 0 and qsum == 0
         assert n_free == self._n_free, "free slot total drifted"
         for b in range(<int32_t>nb):
             bk = &self._bookings[b]
             assert 1 <= bk.state <= 6, f"booking {b}: bad state"
             assert 0 <= bk.session < <int64_t>self._sessions.size()
-            if bk.state <= B_NO_SHOW:
+            if bk.flags & F_RELEASED:
+                assert bk.state == B_NO_SHOW and on_slot[b] < 0, \
+                    f"booking {b}: released by the grace rule but still on a slot"
+            elif bk.state <= B_NO_SHOW:
                 assert on_slot[b] == bk.slot, f"booking {b} lost its slot"
             if bk.state <= B_BOOKED:
                 total_live += 1
@@ -2153,10 +2495,12 @@ cdef class Core:
                 assert <int32_t>((self._known[i] - 1) & 0xFFFFFFFF) != self._patients[p].known1
         assert k == self._n_known and k * 2 <= <int64_t>self._known.size() + 1, "known set size"
         for i in range(<int32_t>self._timers.size()):
-            assert 0 <= self._timers[i].seq < self._seq and 1 <= self._timers[i].kind <= 6
+            assert 0 <= self._timers[i].seq < self._seq
+            assert 1 <= self._timers[i].kind <= N_TIMER_KINDS
             if i:
                 assert not timer_before(self._timers[i], self._timers[(i - 1) >> 1]), "heap order"
         self._check_tickets()
+        wl_check(self)
 
     cdef _check_tickets(self):
         """Tickets against the cohort lists, drain queues and patients' queued lists."""
@@ -2230,3 +2574,6 @@ cdef class Core:
                 assert n_tq <= n_q, "queued lists too long (a cycle?)"
                 k = tk.p_next
         assert n_tq == n_q == self._n_queued, "queued lists do not hold exactly the QUEUED tickets"
+
+
+include "_waitlist.pxi"

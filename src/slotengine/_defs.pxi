@@ -7,6 +7,15 @@
 cdef extern from *:
     """
     static inline int se_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    /* A prefetch the optimizer may not delete: GCC drops a __builtin_prefetch
+       whose address comes out of a loop with no other effect (wl_prefetch). */
+    static inline void se_prefetch_keep(const void* p) {
+    #if defined(__x86_64__) || defined(__i386__)
+        __asm__ __volatile__("prefetcht0 %0" : : "m"(*(const char*)p));
+    #else
+        __builtin_prefetch(p);
+    #endif
+    }
     /* Grow a vector's capacity by 1/8 (not 2x) when it must grow: memory per
        slot and per session stays within a few percent of the live size. */
     template <class V> static inline void se_grow(V& v, size_t extra, size_t div) {
@@ -19,6 +28,7 @@ cdef extern from *:
     """
     int se_ctz64(unsigned long long x) noexcept nogil
     void se_prefetch "__builtin_prefetch"(const void* p) noexcept nogil
+    void se_prefetch_keep(const void* p) noexcept nogil
     void se_grow[V](V& v, size_t extra, size_t div) noexcept nogil
 
 
@@ -27,6 +37,7 @@ cdef enum:
     ST_BOOKED = 1
     ST_HELD = 2
     ST_QUEUED = 3
+    ST_WAITLISTED = 4
     ST_REJECTED = 5
     ST_CANCELLED = 6
     ST_ARRIVED = 7
@@ -43,16 +54,22 @@ cdef enum:
     R_ACCOUNT_PATIENT_LIMIT = 205
     R_FIRST_VISIT_EXPERT = 206
     R_DUPLICATE_TICKET = 207
+    R_DUPLICATE_WAITLIST = 208
+    R_WAITLIST_PATIENT_CAP = 209
     R_BLOCKED = 301
     R_THROTTLED = 302
+    R_FLAGGED = 303
     R_FULL = 401
     R_QUOTA_EXHAUSTED = 402
+    R_SLOTS_LEFT = 403
+    R_WAITLIST_FULL = 404
     R_NOT_OWNER = 601
     R_NOT_ACTIVE = 602
     R_CANCEL_CUTOFF = 603
     R_HOLD_EXPIRED = 604
     R_NOT_HELD = 605
     R_NOT_CONFIRMED = 606
+    R_SLOT_RELEASED = 607
 
 cdef enum:  # BookingState
     B_HELD = 1
@@ -70,7 +87,8 @@ cdef enum:  # SlotState
     S_NO_SHOW = 4
     S_CANCELLED = 5
     S_BLOCKED = 6
-    N_SLOT_STATES = 7
+    S_RETURNING = 7
+    N_SLOT_STATES = 8
 
 cdef enum:  # EventKind
     E_HOLD_EXPIRED = 1
@@ -87,6 +105,12 @@ cdef enum:  # EventKind
     E_COHORT_DRAWN = 12
     E_TICKET_SERVED = 13
     E_TICKET_FAILED = 14
+    E_WAITLIST_FILLED = 15
+    E_WAITLIST_EXPIRED = 16
+    E_WAITLIST_SKIPPED = 17
+    E_BOOKING_MOVED = 18
+    E_BOOKING_WAITLISTED = 19
+    E_SLOT_RERELEASED = 20
 
 cdef enum:  # timer kinds, as in dump()['timers']
     T_HOLD_EXPIRE = 1
@@ -95,12 +119,23 @@ cdef enum:  # timer kinds, as in dump()['timers']
     T_COHORT_CLOSE = 4   # id = session
     T_DRAIN = 5          # id = session
     T_SLOW_SERVE = 6     # id = ticket
+    T_WL_EXPIRE = 7      # id = waitlist request
+    T_RERELEASE = 8      # id = returns record
+    T_WL_RECHECK = 9     # id = session
+    T_NOSHOW_SCAN = 10   # id = session
+    N_TIMER_KINDS = 10
 
 cdef enum:  # TicketState
     K_QUEUED = 1
     K_SERVED = 2
     K_FAILED = 3
     K_CANCELLED = 4
+
+cdef enum:  # RequestState
+    RQ_OPEN = 1
+    RQ_FILLED = 2
+    RQ_EXPIRED = 3
+    RQ_CANCELLED = 4
 
 cdef enum:  # FlagReason
     FR_HOST = 1
@@ -119,6 +154,7 @@ cdef enum:  # Ticket.where: which list holds a ticket
 cdef enum:  # Booking.flags
     F_HOLD = 1        # booked as a hold: hold_until = created_at + hold_ms
     F_SUSPENDED = 2   # ended by suspend: end_reason = SESSION_SUSPENDED
+    F_RELEASED = 4    # a no-show by the grace rule: end_reason = SLOT_RELEASED, off its slot
 
 cdef int64_t MAX_MS = 253_402_300_799_999   # slotengine.times.MAX_MS: sums stay in int64
 cdef int64_t MAX_LABEL = 2_147_483_647      # hospital / department labels are int32
@@ -136,6 +172,7 @@ cdef enum:  # Core._slot_bk: a booking id (>= 0), else the state of an empty slo
     SB_FREE = -1
     SB_BLOCKED = -2
     SB_CANCELLED = -3
+    SB_RETURNING = -4    # freed, hidden from open booking until its RERELEASE timer
 
 
 cdef struct Session:
@@ -201,6 +238,7 @@ cdef struct Patient:
     uint16_t n_strikes
     uint16_t n_cancels
     uint8_t known_more
+    uint8_t wl            # 1 while Core._p_rq[p] >= 0 (the patient may have OPEN requests)
 
 
 cdef struct Timer:
@@ -211,6 +249,7 @@ cdef struct Timer:
 
 
 cdef struct Event:
+    # 40 bytes.  slot is 1-based (0 when none), reason a Reason code (0 when none).
     int64_t at
     int64_t detail
     int32_t kind
@@ -218,6 +257,8 @@ cdef struct Event:
     int32_t booking
     int32_t patient
     int32_t account
+    uint16_t slot
+    int16_t reason
 
 
 cdef struct Account:
@@ -265,7 +306,7 @@ cdef struct Ticket:
 
 
 cdef struct SessionX:
-    # 32 bytes per session: drain queue and last cancel (the open cohort's
+    # 32 bytes per session: drain queue, last cancel and doctor (the open cohort's
     # lists are Core._fair / Core._slow).  Read only when the session's flags
     # say so (SF_COLLECTING, SF_QUEUE, SF_LAST_CANCEL).
     int64_t cohort_close
@@ -273,6 +314,7 @@ cdef struct SessionX:
     int32_t last_cancel_acct
     int32_t q_head
     int32_t q_tail
+    int32_t doctor        # opaque doctor label, -1 when none (suspension moves)
 
 
 cdef struct FlagRow:
@@ -370,3 +412,75 @@ cdef struct BookOut:
     int64_t retry         # retry_after ms, 0 when none
     int32_t slot          # 0-based, -1 when none
     int32_t booking       # -1 when none
+
+
+# -- waitlist (issue 4; see _waitlist.pxi) --------------------------------------
+
+cdef enum:
+    WL_MAX_CAND = 8       # candidate sessions per request
+    WL_MAX_QUEUES = 9     # class 0 (moved off a suspended session) + up to 8 host classes
+
+
+cdef struct Request:
+    # 96 bytes (so the first 32, what a fill check reads, share a cache line),
+    # what a fill check reads first.  Every request is on its
+    # patient's and its account's lists (singly linked through p_next / a_next,
+    # newest first) until a walk of the list finds it closed and drops it, and
+    # an OPEN one has one WlEntry in the class queue of every candidate.
+    int32_t account
+    int32_t patient
+    uint8_t state
+    uint8_t channel
+    uint8_t klass
+    uint8_t n_cand
+    int16_t skip_reason
+    int32_t cand[8]
+    int32_t p_next         # the patient's next older request on its list, -1 at the end
+    int32_t a_next         # the account's next older request on its list, -1 at the end
+    int32_t booking        # -1 until FILLED
+    int32_t filled_session # -1 until FILLED
+    int64_t created_at
+    int64_t deadline
+    int64_t changed_at
+    int64_t reserved       # padding to 96 bytes
+
+
+cdef struct WlEntry:
+    # 12 bytes: one request in one session's class FIFO.  The request's patient
+    # and account are copied here so that a pass can fetch the request, the
+    # patient and the account's history at once rather than one after another.
+    int32_t req
+    int32_t patient
+    int32_t account
+
+
+cdef struct WlQueue:
+    # One class FIFO: entries [off + head, off + len) of Core._wq, in order;
+    # room up to off + cap.  Entries before head are dead.
+    int32_t off
+    int32_t cap
+    int32_t head
+    int32_t len
+
+
+cdef struct WlSession:
+    # 160 bytes, only for sessions that ever had a request or a no-show scan
+    # (Core._wl_of maps a session to its block, -1 when none; open[s] lives in
+    # the dense Core._wl_open, which closing a request touches for every
+    # candidate).
+    int64_t recheck_at     # due of the live WL_RECHECK timer, -1 when none
+    int32_t scan_k         # next slot the no-show scan looks at
+    int32_t unused
+    WlQueue q[9]           # class 0 (moved), then the host classes
+
+
+cdef struct ReturnRec:
+    # A RETURNING slot's record (Core._returns, index = RERELEASE timer id).
+    int32_t session
+    int32_t slot           # 0-based
+
+
+cdef struct FilledRec:
+    # booking -> the request it filled (Core._filled, ascending booking ids).
+    int32_t booking
+    int32_t request

@@ -32,6 +32,7 @@ cdef class Result:
     cdef int64_t _slot_ms
     cdef int64_t _ticket     # -1 when none
     cdef int64_t _retry      # retry_after ms, 0 when none
+    cdef int64_t _request    # waitlist request id, -1 when none
 
     @property
     def status(self):
@@ -71,6 +72,11 @@ cdef class Result:
         return self._ticket if self._ticket >= 0 else None
 
     @property
+    def request(self):
+        """The waitlist request id (join_waitlist, cancel_waitlist), else None."""
+        return self._request if self._request >= 0 else None
+
+    @property
     def retry_after(self):
         """Milliseconds until a THROTTLED account is admitted again (0 otherwise)."""
         return self._retry
@@ -99,7 +105,7 @@ cdef class Result:
         parts = [f"status={self.status.name}"]
         if self._reason != R_NONE:
             parts.append(f"reason={self.reason.name}")
-        for name in ("session", "slot", "booking", "window", "ticket"):
+        for name in ("session", "slot", "booking", "window", "ticket", "request"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value!r}")
@@ -118,6 +124,7 @@ cdef inline Result _result(int code, int32_t session, int32_t slot0, int64_t boo
     r._booking = booking
     r._ticket = -1
     r._retry = 0
+    r._request = -1
     if slot0 >= 0:
         r._slot = slot0 + 1
         r._start = s.starts_at + slot0 * s.slot_ms

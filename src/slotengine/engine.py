@@ -30,17 +30,29 @@ from .errors import (
     UnknownBooking,
     UnknownChannel,
     UnknownPatient,
+    UnknownRequest,
     UnknownSession,
     UnknownTicket,
 )
-from .outcomes import BookingState, EventKind, FlagReason, Reason, Status, Tier, TicketState
+from .outcomes import (
+    BookingState,
+    EventKind,
+    FlagReason,
+    Reason,
+    RequestState,
+    Status,
+    Tier,
+    TicketState,
+)
 from .policy import Policy
 from .times import DAY, MAX_MS, MINUTE, from_ms, to_ms
 
 __all__ = ["Engine", "Event", "BookingInfo", "SessionInfo", "SlotCounts", "BatchResult",
-           "TicketInfo", "TicketPosition", "RiskInfo", "FlagRecord"]
+           "TicketInfo", "TicketPosition", "RiskInfo", "FlagRecord", "WaitlistInfo"]
 _KINDS = {"account": 0, "patient": 1}
 _EVENT_KINDS = {int(k): k for k in EventKind}
+_REASONS = {int(r): r for r in Reason}
+_MOVED = "moved"  # the priority of requests made for bookings of a suspended session
 _HOST_REASONS = {"host": FlagReason.HOST, "blacklist": FlagReason.BLACKLIST}
 
 _BACKENDS = ("core", "reference")
@@ -69,6 +81,7 @@ class SlotCounts(NamedTuple):
     no_show: int
     cancelled: int
     blocked: int
+    returning: int  # freed, hidden from open booking until its re-release
 
 
 class BatchResult(NamedTuple):
@@ -96,6 +109,8 @@ class Event(NamedTuple):
     patient: str | None
     account: str | None
     detail: int
+    slot: int | None  # the booking's slot number (or the re-released slot)
+    reason: Reason  # why (a skip, a failed ticket, a suspension); NONE otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +183,26 @@ class BookingInfo:
     changed_at: int
     hold_until: int
     end_reason: Reason
+    request: int | None  # the waitlist request it filled, if any
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistInfo:
+    """A waitlist request (候补): where it waits, and how it ended."""
+
+    id: int
+    account: str
+    patient: str
+    channel: str
+    priority: str  # a Policy.waitlist_classes name, or "moved" (off a suspended session)
+    state: RequestState
+    sessions: tuple[str, ...]  # candidates, in the order given
+    created_at: int
+    deadline: int
+    changed_at: int
+    booking: int | None  # once FILLED
+    session: str | None  # the candidate it was filled in
+    skip_reason: Reason  # why a fill last passed it over (NONE if never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +319,8 @@ class Engine:
         self._sessions = _Names("session")
         self._hospitals = _Names("hospital")
         self._departments: dict[tuple[int, str], int] = {}
+        self._doctors: dict[tuple[int, str], int] = {}  # (hospital, doctor) -> label
+        self._classes = {name: i + 1 for i, name in enumerate(policy.waitlist_classes)}
         self._meta: list[_Meta] = []
         # The hot path reads the intern dicts directly (one attribute load each).
         self._session_ids = self._sessions.ids
@@ -293,8 +330,9 @@ class Engine:
             # The compiled core looks the ids up itself and calls back into the
             # checked slow path for anything else: no Python frame per booking.
             self._core.bind_names(self._account_ids, self._patient_ids, self._session_ids,
-                                  self._channels, self._book_new_ids)
+                                  self._channels, self._book_new_ids, self._cancel_checked)
             self.book = self._core.book_named  # type: ignore[method-assign]
+            self.cancel = self._core.cancel_named  # type: ignore[method-assign]
 
     # -- clock ---------------------------------------------------------------
 
@@ -378,10 +416,12 @@ class Engine:
         # All checked: from here on, state changes.
         h = self._hospitals.intern(hosp)
         d = self._departments.setdefault((h, dept), len(self._departments))
+        dr = self._doctors.setdefault((h, doc), len(self._doctors))
         chans = pol.channels
         self._core.add_session(
             h, d, _TIERS[tier], day, start, end, rollover, cutoff, slot_minutes * MINUTE,
             capacity, fee, [q.get(ch, 0) for ch in chans], [rel[ch] for ch in chans], when,
+            dr,
         )
         self._sessions.intern(name)
         self._meta.append(_Meta(name, hosp, dept, doc, tier, start, end, slot_minutes, fee,
@@ -485,7 +525,19 @@ class Engine:
         return self._core.confirm(b, a, self._time(now))
 
     def cancel(self, booking: int, *, account: str, now: object) -> Any:
-        """Cancel a booking and free its slot, before the cut-off.  O(1)."""
+        """Cancel a booking and free its slot, before the cut-off.
+
+        The freed slot goes to the session's waitlist in the same call (event
+        WAITLIST_FILLED); if no waiting request may take it, it is hidden
+        from open booking for ``Policy.rerelease_seconds`` (RETURNING).
+        O(1) plus the waitlist requests passed over.
+        """
+        return self._cancel_checked(booking, account, now)
+
+    def _cancel_checked(self, booking: object, account: object, now: object) -> Any:
+        # On the compiled backend Engine.cancel is the core's cancel_named,
+        # which comes back here for anything but an int id, a known account
+        # and an int time.
         b = self._booking_id(booking)
         a = self._known(self._accounts, account, UnknownAccount)
         return self._core.cancel(b, a, self._time(now))
@@ -556,7 +608,14 @@ class Engine:
         return self._core.add_capacity(s, n, c, self._time_or_now(now))
 
     def suspend(self, session: str, *, now: object = None) -> int:
-        """停诊: cancel every live booking (one event each); returns how many."""
+        """停诊: stop a session; returns how many live bookings left it.
+
+        What happens to each booked patient is ``Policy.on_suspend``: moved to
+        the nearest session of the same doctor (else department) with room
+        (event BOOKING_MOVED), put on the waitlist of such sessions ahead of
+        everyone (BOOKING_WAITLISTED), or cancelled (BOOKING_CANCELLED).  No
+        patient is dropped without an event.
+        """
         s = self._session(session)
         return self._core.suspend(s, self._time_or_now(now))
 
@@ -620,6 +679,8 @@ class Engine:
                 _names_or_none(cols["patient"], self._patients.names),
                 _names_or_none(cols["account"], self._accounts.names),
                 cols["detail"].tolist(),
+                [k if k > 0 else None for k in cols["slot"].tolist()],
+                [_REASONS[r] for r in cols["reason"].tolist()],
             )))
         finally:
             if paused:
@@ -628,7 +689,8 @@ class Engine:
     def events_array(self) -> dict[str, np.ndarray]:
         """Drain the events as numpy arrays of dense ids (for rushes with millions of events).
 
-        Keys: ``kind, at, session, booking, patient, account, detail``; -1 means none.
+        Keys: ``kind, at, session, booking, patient, account, detail, slot,
+        reason``; -1 means none (slot: 0).
         """
         return self._core.drain_events_array()
 
@@ -800,6 +862,83 @@ class Engine:
         return TicketPosition(TicketState(state), ahead if ahead >= 0 else None,
                               draw if draw >= 0 else None, size, estimate)
 
+    # -- waitlist (候补) ------------------------------------------------------
+
+    def join_waitlist(self, account: str, patient: str, sessions: Sequence[str], *,
+                      deadline: object, channel: str | None = None,
+                      priority: str | None = None, now: object) -> Any:
+        """Wait for a slot in any one of ``sessions`` (at most ``Policy.waitlist_candidates``).
+
+        Only a full session can be waited for: if a candidate still has a
+        free slot for ``channel`` the result is REJECTED with SLOTS_LEFT (book
+        it instead).  Otherwise the result is WAITLISTED with ``request`` set.
+        The first slot freed in any candidate goes to the first eligible
+        request by ``priority`` (a ``Policy.waitlist_classes`` name; default
+        by channel, ``Policy.waitlist_class``), then arrival; the request is
+        then FILLED (event WAITLIST_FILLED, with the booking and its slot) and
+        leaves every other queue.  At ``deadline`` an unfilled request
+        EXPIRES (event WAITLIST_EXPIRED).  New account and patient ids are
+        registered on first use.
+        """
+        acc = self._accounts.check(account)
+        pat = self._patients.check(patient)
+        if not isinstance(sessions, (list, tuple)):
+            # a set would make the candidates' order depend on string hashing
+            raise InvalidType(f"sessions must be a list or tuple of session ids, "
+                              f"not {type(sessions).__name__}")
+        ses = [self._session(x) for x in sessions]
+        most = self.policy.waitlist_candidates
+        if not 1 <= len(ses) <= most:
+            raise InvalidArgument(f"a waitlist request names 1..{most} sessions, not {len(ses)}")
+        if len(set(ses)) != len(ses):
+            raise InvalidArgument("a waitlist request names each session once")
+        c = self._channel(channel)
+        if priority is None:
+            priority = self.policy.waitlist_class(self.policy.channels[c])
+        if type(priority) is not str:
+            raise InvalidType(f"priority must be a str, not {type(priority).__name__}")
+        klass = self._classes.get(priority)
+        if klass is None:
+            raise InvalidArgument(f"priority must be one of {list(self._classes)}, not {priority!r}")
+        until = to_ms(deadline, "deadline")
+        t = self._time(now)
+        if until <= t:
+            raise InvalidArgument("deadline must be later than now")
+        a = self._register(self._accounts, acc)
+        p = self._register(self._patients, pat)
+        return self._core.join_waitlist(a, p, ses, c, klass, until, t)
+
+    def _request_id(self, request: object) -> int:
+        if isinstance(request, (bool, float)) or not isinstance(request, (int, np.integer)):
+            raise InvalidType(f"request must be an int id, not {type(request).__name__}")
+        request = int(request)
+        if not 0 <= request < self._core.n_requests:
+            raise UnknownRequest(f"unknown waitlist request {request}")
+        return request
+
+    def cancel_waitlist(self, request: int, *, account: str, now: object) -> Any:
+        """Withdraw an open waitlist request (status CANCELLED); requests behind it move up."""
+        r = self._request_id(request)
+        a = self._known(self._accounts, account, UnknownAccount)
+        return self._core.cancel_waitlist(r, a, self._time(now))
+
+    def waitlist(self, request: int) -> WaitlistInfo:
+        """One waitlist request's record.  O(candidates)."""
+        r = self._request_id(request)
+        (a, p, ch, klass, state, cands, created, deadline, changed, booking, filled,
+         skip) = self._core.waitlist_info(r)
+        names = self._sessions.names
+        return WaitlistInfo(r, self._accounts.names[a], self._patients.names[p],
+                            self.policy.channels[ch],
+                            self.policy.waitlist_classes[klass - 1] if klass else _MOVED,
+                            RequestState(state), tuple(names[x] for x in cands), created,
+                            deadline, changed, booking if booking >= 0 else None,
+                            names[filled] if filled >= 0 else None, Reason(skip))
+
+    def session_waitlist(self, session: str) -> list[int]:
+        """The open requests waiting for ``session``, in the order they would be filled."""
+        return list(self._core.session_waitlist(self._session(session)))
+
     # -- introspection -------------------------------------------------------
 
     def session_counts(self, session: str) -> SlotCounts:
@@ -825,10 +964,11 @@ class Engine:
         m = self._meta[s]
         start = m.starts_at + (slot - 1) * m.slot_minutes * MINUTE
         chans = self.policy.channels
+        r = self._core.booking_request(b)
         return BookingInfo(b, m.name, slot, (start, start + m.slot_minutes * MINUTE),
                            self._patients.names[p], self._accounts.names[a], chans[ch],
                            chans[q], BookingState(state), created, changed, hold_until,
-                           Reason(end_reason))
+                           Reason(end_reason), r if r >= 0 else None)
 
     def live_bookings(self, patient: str) -> list[BookingInfo]:
         """A patient's held and booked bookings, oldest first."""
@@ -840,15 +980,20 @@ class Engine:
         p = self._known(self._patients, patient, UnknownPatient)
         return self._core.patient_info(p)[0]
 
-    def explain(self, what: object = None, *, ticket: int | None = None) -> str:
-        """Say, in words, why an outcome happened: a booking id, a Result, or ``ticket=``.
+    def explain(self, what: object = None, *, ticket: int | None = None,
+                request: int | None = None) -> str:
+        """Say, in words, why an outcome happened: a booking id, a Result, ``ticket=`` or ``request=``.
 
-        For a ticket: its lane and why, its lottery draw, and how it was served.
+        For a ticket: its lane and why, its lottery draw, and how it was
+        served.  For a waitlist request: its priority, where it stands in
+        each candidate's queue, why fills passed it over, and how it ended.
         """
+        if (what is not None) + (ticket is not None) + (request is not None) > 1:
+            raise InvalidArgument("give one of: a booking or Result, ticket=, request=")
         if ticket is not None:
-            if what is not None:
-                raise InvalidArgument("give a booking or Result, or ticket=, not both")
             return self._explain_ticket(self._ticket_id(ticket))
+        if request is not None:
+            return self._explain_request(self._request_id(request))
         if isinstance(what, (int, np.integer)) and not isinstance(what, bool):
             return self._explain_booking(self._booking_id(what))
         if hasattr(what, "status") and hasattr(what, "reason"):
@@ -888,6 +1033,32 @@ class Engine:
             lines.append(f"  withdrawn by the account ({t.state.name})")
         return "\n".join(lines)
 
+    def _explain_request(self, r: int) -> str:
+        w = self.waitlist(r)
+        head = ("moved here when its session was suspended, ahead of every class"
+                if w.priority == _MOVED else f"priority {w.priority!r}")
+        lines = [
+            f"waitlist request {r}: patient {w.patient!r} via account {w.account!r}, "
+            f"channel {w.channel!r}, {head}",
+            f"  waits for any one of {', '.join(repr(x) for x in w.sessions)}",
+            f"  joined {self._fmt(w.created_at)}, deadline {self._fmt(w.deadline)}",
+        ]
+        if w.state == RequestState.OPEN:
+            for name in w.sessions:
+                queue = self.session_waitlist(name)
+                lines.append(f"  {name!r}: {queue.index(r)} ahead of it" if r in queue
+                             else f"  {name!r}: not waiting there")
+        if w.skip_reason != Reason.NONE:
+            lines.append(f"  last passed over: {w.skip_reason.name} - {w.skip_reason.message}"
+                         + (" (it keeps its place)" if w.state == RequestState.OPEN else ""))
+        if w.state == RequestState.FILLED:
+            lines.append(f"  filled {self._fmt(w.changed_at)} in {w.session!r}: booking {w.booking}")
+        elif w.state == RequestState.EXPIRED:
+            lines.append(f"  expired unfilled at its deadline {self._fmt(w.changed_at)}")
+        elif w.state == RequestState.CANCELLED:
+            lines.append(f"  withdrawn by the account {self._fmt(w.changed_at)}")
+        return "\n".join(lines)
+
     def _fmt(self, ms: int) -> str:
         return from_ms(ms, self._tz).strftime("%Y-%m-%d %H:%M:%S%z")
 
@@ -904,6 +1075,10 @@ class Engine:
             + (f" as a hold until {self._fmt(i.hold_until)}" if i.hold_until else " as booked"),
             f"  state {i.state.name} since {self._fmt(i.changed_at)}",
         ]
+        if i.request is not None:
+            w = self.waitlist(i.request)
+            lines.append(f"  filled from waitlist request {i.request} ({w.priority}, joined "
+                         f"{self._fmt(w.created_at)}) when a slot was freed")
         if i.end_reason != Reason.NONE:
             lines.append(f"  ended because {i.end_reason.message}")
         return "\n".join(lines)
@@ -914,6 +1089,8 @@ class Engine:
             head = f"{status.name}"
             if getattr(r, "ticket", None) is not None:
                 return head + "\n" + self._explain_ticket(self._ticket_id(r.ticket))
+            if getattr(r, "request", None) is not None:
+                return head + "\n" + self._explain_request(self._request_id(r.request))
             if r.booking is not None:
                 return head + "\n" + self._explain_booking(r.booking)
             return head
@@ -929,6 +1106,10 @@ class Engine:
         elif reason == Reason.THROTTLED:
             text += (f" (slow lane: {pol.slow_rate_per_minute} per minute, burst {pol.slow_burst}; "
                      f"retry after {getattr(r, 'retry_after', 0)} ms)")
+        elif reason == Reason.WAITLIST_PATIENT_CAP:
+            text += f" (at most {pol.waitlist_per_patient} open requests per patient)"
+        elif reason == Reason.WAITLIST_FULL:
+            text += f" (at most {pol.waitlist_per_session} open requests per session)"
         elif reason == Reason.HOLD_EXPIRED:
             text += f" (holds last {pol.hold_minutes} minutes)"
         return text
@@ -944,6 +1125,7 @@ class Engine:
             "sessions": list(self._sessions.names),
             "hospitals": list(self._hospitals.names),
             "departments": sorted((h, name, i) for (h, name), i in self._departments.items()),
+            "doctors": sorted((h, name, i) for (h, name), i in self._doctors.items()),
         }
         return d
 

@@ -18,6 +18,7 @@ __all__ = [
     "UnknownChannel",
     "UnknownBooking",
     "UnknownTicket",
+    "UnknownRequest",
     "UnknownAccount",
     "UnknownPatient",
     "InvalidState",
@@ -69,6 +70,10 @@ class UnknownBooking(UnknownId):
 
 class UnknownTicket(UnknownId):
     pass
+
+
+class UnknownRequest(UnknownId):
+    """A waitlist request id the engine never issued."""
 
 
 class UnknownAccount(UnknownId):

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Status", "Reason", "BookingState", "SlotState", "EventKind", "Tier", "TicketState", "FlagReason"]
+__all__ = [
+    "Status", "Reason", "BookingState", "SlotState", "EventKind", "Tier", "TicketState",
+    "FlagReason", "RequestState",
+]
 
 
 class Status(IntEnum):
@@ -51,12 +54,17 @@ class Reason(IntEnum):
     ACCOUNT_PATIENT_LIMIT = 205
     FIRST_VISIT_EXPERT = 206
     DUPLICATE_TICKET = 207
+    DUPLICATE_WAITLIST = 208
+    WAITLIST_PATIENT_CAP = 209
     # 3xx risk
     BLOCKED = 301
     THROTTLED = 302
+    FLAGGED = 303
     # 4xx allocate
     FULL = 401
     QUOTA_EXHAUSTED = 402
+    SLOTS_LEFT = 403
+    WAITLIST_FULL = 404
     # 6xx lifecycle of an existing booking
     NOT_OWNER = 601
     NOT_ACTIVE = 602
@@ -64,6 +72,7 @@ class Reason(IntEnum):
     HOLD_EXPIRED = 604
     NOT_HELD = 605
     NOT_CONFIRMED = 606
+    SLOT_RELEASED = 607
 
     @property
     def stage(self) -> str:
@@ -88,16 +97,22 @@ _MESSAGES = {
     Reason.ACCOUNT_PATIENT_LIMIT: "the account booked for too many distinct patients in the period",
     Reason.FIRST_VISIT_EXPERT: "first-visit patients may not book the expert tier at this hospital",
     Reason.DUPLICATE_TICKET: "the patient already has a queued request for this session",
+    Reason.DUPLICATE_WAITLIST: "the patient already has an open waitlist request for this session",
+    Reason.WAITLIST_PATIENT_CAP: "the patient has as many open waitlist requests as the policy allows",
     Reason.BLOCKED: "the account or patient is blocked",
     Reason.THROTTLED: "the slow lane admits this account again after retry_after ms",
+    Reason.FLAGGED: "the account or patient is flagged; waitlist fills skip it until the flag ends",
     Reason.FULL: "the session has no free slot",
     Reason.QUOTA_EXHAUSTED: "free slots remain, but not in any quota this channel may draw from",
-    Reason.NOT_OWNER: "the booking belongs to another account",
-    Reason.NOT_ACTIVE: "the booking is no longer live (cancelled, expired, arrived or no-show)",
+    Reason.SLOTS_LEFT: "the session still has a free slot for this channel: book it instead of waiting",
+    Reason.WAITLIST_FULL: "the session's waitlist is as long as the policy allows",
+    Reason.NOT_OWNER: "the booking, ticket or waitlist request belongs to another account",
+    Reason.NOT_ACTIVE: "it is no longer live: the booking ended, or the ticket or request was already settled",
     Reason.CANCEL_CUTOFF: "the cancellation cut-off for this session has passed",
     Reason.HOLD_EXPIRED: "the hold expired before it was confirmed",
     Reason.NOT_HELD: "only a held booking can be confirmed",
     Reason.NOT_CONFIRMED: "a held booking must be confirmed before check-in",
+    Reason.SLOT_RELEASED: "the patient had not arrived by the grace time; the slot was released",
 }
 
 
@@ -113,7 +128,12 @@ class BookingState(IntEnum):
 
 
 class SlotState(IntEnum):
-    """State of one numbered slot.  CANCELLED marks the slots of a suspended session."""
+    """State of one numbered slot.
+
+    CANCELLED marks the slots of a suspended session.  RETURNING is a freed
+    slot no waitlist request could take: it is hidden from open booking for
+    a randomized delay, then becomes FREE (no instant cancel-then-rebook).
+    """
 
     FREE = 0
     HELD = 1
@@ -122,6 +142,7 @@ class SlotState(IntEnum):
     NO_SHOW = 4
     CANCELLED = 5
     BLOCKED = 6
+    RETURNING = 7
 
 
 class EventKind(IntEnum):
@@ -141,6 +162,12 @@ class EventKind(IntEnum):
     COHORT_DRAWN = 12
     TICKET_SERVED = 13
     TICKET_FAILED = 14
+    WAITLIST_FILLED = 15
+    WAITLIST_EXPIRED = 16
+    WAITLIST_SKIPPED = 17
+    BOOKING_MOVED = 18
+    BOOKING_WAITLISTED = 19
+    SLOT_RERELEASED = 20
 
 
 class TicketState(IntEnum):
@@ -149,6 +176,15 @@ class TicketState(IntEnum):
     QUEUED = 1
     SERVED = 2
     FAILED = 3
+    CANCELLED = 4
+
+
+class RequestState(IntEnum):
+    """Life of a waitlist request (候补): open until filled, expired or cancelled."""
+
+    OPEN = 1
+    FILLED = 2
+    EXPIRED = 3
     CANCELLED = 4
 
 

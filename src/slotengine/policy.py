@@ -51,6 +51,16 @@ class CorePolicy(NamedTuple):
     patients_flag_window_ms: int = 1
     rebook_ms: int = 0
     flag_ms: int = 1
+    # waitlist backfill (候补) and suspension moves; the defaults here keep
+    # the plain ledger's behaviour (freed slots are FREE at once, suspend cancels)
+    wl_classes: int = 3           # host priority classes; core class 0 is "moved"
+    wl_candidates: int = 3        # most candidate sessions per request (<= 8)
+    wl_per_patient: int = 3       # most open requests per patient
+    wl_session_cap: int = 1000    # most open requests per session
+    rerelease_min_ms: int = 0     # a freed slot nobody waits for is RETURNING ...
+    rerelease_max_ms: int = 0     # ... for a delay drawn from [min, max] (0, 0: FREE at once)
+    noshow_grace_ms: int = 0      # > 0: release a booked slot this long after its window opens
+    suspend_action: int = 0       # 0 cancel, 1 move (else waitlist), 2 waitlist
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,32 @@ class Policy:
     #: How long an automatic flag lasts.
     flag_days: int = 30
 
+    # -- waitlist (候补): freed slots reach waiting patients first --
+    #: Priority classes, highest first; a request is filled by class, then by
+    #: arrival.  (Bookings moved off a suspended session rank above them all.)
+    waitlist_classes: tuple[str, ...] = ("referral", "followup", "public")
+    #: The class a request joins by default, by its channel.  None: a channel
+    #: named like a class joins it (referral, followup); any other channel
+    #: joins the last class.
+    waitlist_class_of_channel: Mapping[str, str] | None = None
+    #: At most this many candidate sessions per request (1..8).
+    waitlist_candidates: int = 3
+    #: At most this many open requests per patient.
+    waitlist_per_patient: int = 3
+    #: At most this many open requests per session; more are refused.
+    waitlist_per_session: int = 500
+    #: A freed slot no request can take is hidden from open booking for a
+    #: random (min, max) seconds, so it cannot be handed over by a cancel and
+    #: an instant re-book.  (0, 0) frees it at once.
+    rerelease_seconds: tuple[int, int] = (30, 300)
+    #: If > 0: a booked patient not checked in this many minutes after the
+    #: slot's window opens is a no-show and the slot goes to the waitlist.
+    noshow_release_minutes: int = 0
+    #: What suspending a session (停诊) does to its bookings: "move" each to
+    #: the nearest session of the same doctor (else department) with room,
+    #: else into the waitlist; "waitlist"; or "cancel".
+    on_suspend: str = "move"
+
     def __post_init__(self) -> None:
         _check_channels(self)
         for f in fields(self):
@@ -166,6 +202,11 @@ class Policy:
         _range(self, "early_seconds", 0, 3600)
         _range(self, "rebook_seconds", 0, 24 * 3600)
         _range(self, "flag_days", 1, 3660)
+        _range(self, "waitlist_candidates", 1, 8)
+        _range(self, "waitlist_per_patient", 1, 100)
+        _range(self, "waitlist_per_session", 1, 1_000_000)
+        _range(self, "noshow_release_minutes", 0, 24 * 60)
+        _check_waitlist(self)
         for name in ("early_flag", "cancel_flag", "patients_flag"):
             object.__setattr__(self, name, _threshold(getattr(self, name), name))
         if not isinstance(self.release_days, Mapping):
@@ -219,7 +260,56 @@ class Policy:
             patients_flag_window_ms=self.patients_flag[1] * DAY,
             rebook_ms=self.rebook_seconds * SECOND,
             flag_ms=self.flag_days * DAY,
+            wl_classes=len(self.waitlist_classes),
+            wl_candidates=self.waitlist_candidates,
+            wl_per_patient=self.waitlist_per_patient,
+            wl_session_cap=self.waitlist_per_session,
+            rerelease_min_ms=self.rerelease_seconds[0] * SECOND,
+            rerelease_max_ms=self.rerelease_seconds[1] * SECOND,
+            noshow_grace_ms=self.noshow_release_minutes * MINUTE,
+            suspend_action=_SUSPEND_ACTIONS.index(self.on_suspend),
         )
+
+    def waitlist_class(self, channel: str) -> str:
+        """The priority class a request from ``channel`` joins by default."""
+        return self.waitlist_class_of_channel.get(channel, self.waitlist_classes[-1])
+
+
+_SUSPEND_ACTIONS = ("cancel", "move", "waitlist")
+
+
+def _check_waitlist(p: Policy) -> None:
+    classes = p.waitlist_classes
+    if not isinstance(classes, (tuple, list)) or not classes:
+        raise PolicyError("Policy.waitlist_classes must be a non-empty sequence of names")
+    for c in classes:
+        if type(c) is not str or not c.strip():
+            raise PolicyError(f"Policy.waitlist_classes entries must be non-empty strings, not {c!r}")
+    if len(set(classes)) != len(classes) or len(classes) > 8:
+        raise PolicyError("Policy.waitlist_classes must be at most 8 distinct names")
+    object.__setattr__(p, "waitlist_classes", tuple(classes))
+    by_channel = p.waitlist_class_of_channel
+    if by_channel is None:
+        by_channel = {ch: ch for ch in p.channels if ch in p.waitlist_classes}
+    if not isinstance(by_channel, Mapping):
+        raise InvalidType("Policy.waitlist_class_of_channel must be a mapping of channel -> class")
+    for ch, cls in by_channel.items():
+        if ch not in p.channels:
+            raise PolicyError(f"Policy.waitlist_class_of_channel names unknown channel {ch!r}")
+        if cls not in p.waitlist_classes:
+            raise PolicyError(f"Policy.waitlist_class_of_channel[{ch!r}] is not a waitlist class: {cls!r}")
+    object.__setattr__(p, "waitlist_class_of_channel", MappingProxyType(dict(by_channel)))
+    row = p.rerelease_seconds
+    if not isinstance(row, (tuple, list)) or len(row) != 2:
+        raise InvalidType("Policy.rerelease_seconds must be a (min, max) pair")
+    lo, hi = row
+    if type(lo) is not int or type(hi) is not int or not 0 <= lo <= hi <= 24 * 3600:
+        raise PolicyError(f"Policy.rerelease_seconds={row!r}: need 0 <= min <= max <= 86400")
+    object.__setattr__(p, "rerelease_seconds", (lo, hi))
+    if type(p.on_suspend) is not str:
+        raise InvalidType(f"Policy.on_suspend must be a str, not {type(p.on_suspend).__name__}")
+    if p.on_suspend not in _SUSPEND_ACTIONS:
+        raise PolicyError(f"Policy.on_suspend must be one of {_SUSPEND_ACTIONS}, not {p.on_suspend!r}")
 
 
 def _check_channels(p: Policy) -> None:

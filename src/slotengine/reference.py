@@ -26,7 +26,8 @@ lists and tuples exactly as shown, every number a plain ``int``, flags
          'rolled': bool, 'suspended': bool, 'closed': bool,
          'slot_states': [int] * capacity,    # SlotState values, slot 1 first
          'slot_bookings': [int] * capacity,  # booking id on a HELD/BOOKED/ARRIVED/
-                                             # NO_SHOW slot, else -1
+                                             # NO_SHOW slot, else -1 (a no-show released
+                                             # by the grace rule leaves its slot)
          # -- issue 3 --
          'collecting': bool,              # a cohort is open
          'cohort_close': int,             # 0 until the first cohort opens; keeps its
@@ -38,7 +39,14 @@ lists and tuples exactly as shown, every number a plain ``int``, flags
                                           # not yet passed by a drain, in queue order,
                                           # including ones no longer QUEUED that a
                                           # drain has not skipped yet
-         'last_cancel': (int, int)},      # (at, account) of the last cancel, or (0, -1)
+         'last_cancel': (int, int),       # (at, account) of the last cancel, or (0, -1)
+         # -- issue 4 --
+         'doctor': int,                   # label given to add_session, -1 none
+         'waitlist': [int],               # session_waitlist(s): OPEN request ids listing
+                                          # s, class 0 first, then FIFO in each class
+         'recheck_at': int,               # due of the live WL_RECHECK, -1 none
+         'scan_k': int},                  # next slot index (0-based) NOSHOW_SCAN looks at;
+                                          # stays 0 when noshow_grace_ms == 0
       ...],
       'bookings': [booking_info(b) for b in range(n_bookings)],
       'patients': [patient_info(p) + patient_flags(p) for p in range(n_patients)],
@@ -51,8 +59,14 @@ lists and tuples exactly as shown, every number a plain ``int``, flags
                 kind: 1 HOLD_EXPIRE (id = booking), 2 ROLLOVER (id = session),
                 3 SESSION_END (id = session), 4 COHORT_CLOSE (id = session),
                 5 DRAIN (id = session), 6 SLOW_SERVE (id = ticket),
-      'events': [(kind, at, session, booking, patient, account, detail), ...]
-                                          # not drained yet
+                7 WL_EXPIRE (id = request), 8 RERELEASE (id = returns record),
+                9 WL_RECHECK (id = session), 10 NOSHOW_SCAN (id = session),
+      'events': [(kind, at, session, booking, patient, account, detail, slot,
+                  reason), ...]           # not drained yet
+      'requests': [waitlist_info(r) for r in range(n_requests)],
+      'returns':  [(session, slot_index), ...],  # RERELEASE records in id order;
+                                          # slot_index 0-based (slot number - 1); kept
+                                          # after the timer has run
     }
 
 where
@@ -74,9 +88,21 @@ where
 * ``flag_log`` rows ``(at, kind, key, reason, until)``: kind 0 account /
   1 patient; reason a FlagReason for a flag, 0 for an unflag (until = now),
   -1 for a block (until = the ``until`` argument as given); unblock is not
-  logged.
+  logged;
+* ``waitlist_info(r)`` = ``(account, patient, channel, klass, state,
+  candidates, created_at, deadline, changed_at, booking, filled_session,
+  skip_reason)``: ``klass`` 0 for a request made by a suspension, else
+  1..wl_classes; ``state`` a RequestState; ``candidates`` a **tuple** of
+  session ids in the order given; ``changed_at == created_at`` until the
+  request is filled, expired or cancelled; ``booking`` and ``filled_session``
+  -1 unless FILLED; ``skip_reason`` the Reason of the last skip, 0 if never
+  skipped, and kept once the request is filled.
 
-Events ``(kind, at, session, booking, patient, account, detail)``, -1 for none:
+Events ``(kind, at, session, booking, patient, account, detail, slot,
+reason)``, -1 for none; ``slot`` is the booking's slot number whenever
+``booking != -1`` (the slot of SLOT_RERELEASED, else 0); ``reason`` is 0
+except BOOKING_CANCELLED by suspension (101), TICKET_FAILED (the ticket's
+reason), WAITLIST_SKIPPED (the skip reason), NO_SHOW by the grace rule (607):
 
 * HOLD_EXPIRED, NO_SHOW, BOOKING_CANCELLED: session, booking, its patient and
   **its account**; PATIENT_BANNED: the causing booking's session, booking,
@@ -88,10 +114,19 @@ Events ``(kind, at, session, booking, patient, account, detail)``, -1 for none:
 * TICKET_SERVED: session, booking (new), ticket's patient and account, detail
   = ticket id.  TICKET_FAILED: session, booking -1, patient, account, detail =
   ticket id.
+* WAITLIST_FILLED: session, booking (new), the request's patient and account,
+  detail = request.  WAITLIST_SKIPPED: session, booking -1, patient, account,
+  detail = request.  WAITLIST_EXPIRED: session -1, booking -1, patient,
+  account, detail = request.  BOOKING_MOVED: the target session, the new
+  booking, patient, account, detail = the old booking.  BOOKING_WAITLISTED:
+  the suspended session, the old booking, patient, account, detail = the new
+  request.  SLOT_RERELEASED: session, booking -1, patient -1, account -1,
+  detail -1, slot.  NO_SHOW by the grace rule: as NO_SHOW, detail -1.
 
 ``drain_events_array()`` returns ``{'kind', 'at', 'session', 'booking',
-'patient', 'account', 'detail'}`` -> numpy int64 arrays (same rows as
-``drain_events()``) and clears the buffer.
+'patient', 'account', 'detail', 'slot', 'reason'}`` -> numpy arrays (same rows
+as ``drain_events()``; int64, but ``slot`` int32 and ``reason`` int16) and
+clears the buffer.
 
 Issue-3 readings (where the contract leaves a choice):
 
@@ -123,6 +158,70 @@ Issue-3 readings (where the contract leaves a choice):
 * ``position``: ``ahead`` counts the QUEUED tickets before it from the head of
   the drain queue; a QUEUED ticket still in a collecting cohort, or any
   non-QUEUED ticket, has -1; a QUEUED slow-lane ticket outside any queue has 0.
+
+Issue-4 readings (waitlist backfill and suspension moves):
+
+* Validation of ``join_waitlist``: first the ids in argument order (account,
+  patient, each session of ``sessions`` -- a non-str sequence, else
+  InvalidType -- then channel), then ``sessions``' length and repeats, then
+  ``klass`` (type, then ``1..wl_classes``), then ``deadline`` (type, time
+  domain), then ``now``, then ``deadline > now`` (InvalidArgument).
+  ``cancel_waitlist``: request (UnknownRequest), account, now.  ``add_session``
+  checks ``doctor``'s type with the other types and its range after the
+  release times, all before ``now``.  The constructor refuses (PolicyError)
+  ``wl_classes`` outside 0..8 (0: only suspensions make requests),
+  ``wl_candidates`` outside 1..8, ``wl_per_patient`` or ``wl_session_cap``
+  outside 0..2**31-1 (0: every host join is refused by the cap), re-release
+  times not ``0 <= min <= max <= MAX_MS``, ``noshow_grace_ms`` outside
+  0..MAX_MS and ``suspend_action`` outside 0..2.
+* Results: a rejected join has ``session`` = the candidate concerned, None
+  for BLOCKED, PATIENT_BANNED and WAITLIST_PATIENT_CAP; ``request`` None.
+  WAITLISTED: ``request`` set, session, slot, booking, window None.  Every ``cancel_waitlist`` result (CANCELLED,
+  NOT_OWNER, NOT_ACTIVE) has ``request`` set and session/slot/booking None.
+  WAITLISTED is not ``ok``.
+* A new request has ``changed_at = created_at = now``; a class-0 request made
+  by a suspension has ``channel`` and ``account`` of the booking and the
+  suspension's ``now``.
+* *Freeing a slot*: the slot becomes FREE (quota credited) where it did
+  before; the pass, the patient's recheck and the re-release come after the
+  command's own bookkeeping: cancel -> cancellation record (strike), last
+  cancel, the account's cancel ring (flag), then pass; HOLD_EXPIRE -> event
+  HOLD_EXPIRED, then pass; grace no-show -> NO_SHOW event, strike, FREE, then
+  pass.
+* SESSION_END rechecks, after its whole loop, the patients of the bookings it
+  ended (no-shows and expired holds) in slot order; it passes nothing and
+  makes nothing RETURNING (the session is closed).
+* "Recheck the patient" runs after ``check_in`` only when it succeeds, after
+  every ``mark_known``, and after ``unflag``/``unblock`` only when they return
+  True (kind 0: recheck the account).  It walks the patient's (account's)
+  requests in id order, takes a request if it is OPEN when reached, and then
+  passes all its candidates in order, even if the request is filled on the
+  way; a session listed by two requests is passed twice.
+* ``pass``: "stop as soon as s has no FREE slot" is checked before each OPEN
+  request; a fill keeps the request's last ``skip_reason``.  "No WL_RECHECK(s)
+  pending with due <= T" reads the live one: ``recheck_at[s] != -1 and
+  recheck_at[s] <= T``; stale WL_RECHECK timers do not count.
+* ``add_capacity``: slots, quota, CAPACITY_ADDED, the NOSHOW_SCAN re-push,
+  then the pass.  ``unblock_slot``'s pass runs only when it freed a slot.
+  ``ROLLOVER`` of a suspended session does nothing, pass included.
+* ``created_at`` is not monotonic along a patient's or an account's bookings:
+  ``add_capacity`` may re-push NOSHOW_SCAN with a due before ``now`` (the
+  contract's rule), and the fill of the slot it releases is made at that
+  earlier due (so are the no-show, its strike and the request's
+  ``changed_at``, which may then precede the booking's or the request's
+  ``created_at``).  Windows ("created_at > now - window") are therefore
+  counted by a full scan of the bookings, never by stopping at the first old
+  one.
+* RERELEASE: the returns record keeps the 0-based slot index; a RETURNING slot
+  left in a closed session is still made FREE (and SLOT_RERELEASED emitted) by
+  its timer; the pass then does nothing.
+* Suspension: the targets and candidates are searched when the booking is
+  reached in slot order (earlier moves of the same suspension have taken their
+  slots).  "Same doctor first, then same department": the department group
+  leaves out sessions already in the doctor group.  A move takes the lowest
+  FREE slot of the target with the move quota and checks nothing else (no ban,
+  limit or first-visit check).  The return value and SESSION_SUSPENDED's
+  detail count every booking that left (cancelled, moved or waitlisted).
 
 Readings of the contract where it leaves a choice (the simplest one each time):
 
@@ -171,15 +270,26 @@ from .errors import (
     UnknownBooking,
     UnknownChannel,
     UnknownPatient,
+    UnknownRequest,
     UnknownSession,
     UnknownTicket,
 )
-from .outcomes import BookingState, EventKind, FlagReason, Reason, SlotState, Status, TicketState
+from .outcomes import (
+    BookingState,
+    EventKind,
+    FlagReason,
+    Reason,
+    RequestState,
+    SlotState,
+    Status,
+    TicketState,
+)
 from .policy import CorePolicy
 from .times import MAX_MS
 
 __all__ = ["Core", "Result", "TIMER_HOLD_EXPIRE", "TIMER_ROLLOVER", "TIMER_SESSION_END",
-           "TIMER_COHORT_CLOSE", "TIMER_DRAIN", "TIMER_SLOW_SERVE"]
+           "TIMER_COHORT_CLOSE", "TIMER_DRAIN", "TIMER_SLOW_SERVE", "TIMER_WL_EXPIRE",
+           "TIMER_RERELEASE", "TIMER_WL_RECHECK", "TIMER_NOSHOW_SCAN"]
 
 #: Timer kinds as they appear in ``dump()['timers']``.
 TIMER_HOLD_EXPIRE = 1
@@ -188,6 +298,10 @@ TIMER_SESSION_END = 3
 TIMER_COHORT_CLOSE = 4
 TIMER_DRAIN = 5
 TIMER_SLOW_SERVE = 6
+TIMER_WL_EXPIRE = 7  # id = request
+TIMER_RERELEASE = 8  # id = returns record
+TIMER_WL_RECHECK = 9  # id = session
+TIMER_NOSHOW_SCAN = 10  # id = session
 
 #: Ticket lanes as they appear in ``ticket_info``.
 LANE_FAIR = 0
@@ -203,6 +317,8 @@ _MAX_CAPACITY = 65535
 _MAX_SLOT_MS = 86_400_000
 _MAX_FEE = 10**12
 _MAX_ADD = 10_000
+_MAX_CANDIDATES = 8
+_INF = float("inf")  # a clear time no clock can reach
 
 _LIVE = (BookingState.HELD, BookingState.BOOKED)
 _COUNTED = (BookingState.HELD, BookingState.BOOKED, BookingState.ARRIVED, BookingState.NO_SHOW)
@@ -220,12 +336,12 @@ class Result:
     """The outcome of one command: a status, a reason, and the booking acted on."""
 
     __slots__ = ("status", "reason", "slot", "booking", "window", "session", "ticket",
-                 "retry_after")
+                 "retry_after", "request")
 
     def __init__(self, status: Status, reason: Reason = Reason.NONE, slot: int | None = None,
                  booking: int | None = None, window: tuple[int, int] | None = None,
                  session: int | None = None, ticket: int | None = None,
-                 retry_after: int = 0) -> None:
+                 retry_after: int = 0, request: int | None = None) -> None:
         self.status = status
         self.reason = reason
         self.slot = slot
@@ -234,6 +350,7 @@ class Result:
         self.session = session
         self.ticket = ticket  # the queued request this result names, if any
         self.retry_after = retry_after  # ms to wait when THROTTLED, else 0
+        self.request = request  # the waitlist request this result names, if any
 
     @property
     def ok(self) -> bool:
@@ -257,7 +374,7 @@ class Result:
         parts = [f"status={self.status.name}"]
         if self.reason != Reason.NONE:
             parts.append(f"reason={self.reason.name}")
-        for name in ("session", "slot", "booking", "window", "ticket"):
+        for name in ("session", "slot", "booking", "window", "ticket", "request"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value!r}")
@@ -297,6 +414,12 @@ class _Session:
     drain_pending: bool = False  # a DRAIN timer for this session is in the heap
     last_cancel_at: int = 0
     last_cancel_account: int = -1
+    # waitlist
+    doctor: int = -1
+    fifos: list[list[int]] = field(default_factory=list)  # per class 0..wl_classes; lazy
+    open: int = 0  # OPEN requests listing this session
+    recheck_at: int = -1  # due of the live WL_RECHECK, -1 none
+    scan_k: int = 0  # next slot index the no-show scan looks at
 
     @property
     def capacity(self) -> int:
@@ -335,6 +458,7 @@ class _Patient:
     live: set[int] = field(default_factory=set)  # HELD or BOOKED booking ids
     bookings: list[int] = field(default_factory=list)  # every booking, oldest first
     queued: set[int] = field(default_factory=set)  # QUEUED ticket ids
+    requests: list[int] = field(default_factory=list)  # every waitlist request, in id order
     flag_until: int = 0
     flag_reason: int = 0
     flag_since: int = 0
@@ -354,6 +478,7 @@ class _Account:
     tat: int = 0  # GCRA theoretical arrival time (slow lane)
     early: list[int] = field(default_factory=list)  # ring of early-request times
     cancels: list[int] = field(default_factory=list)  # ring of cancel times
+    requests: list[int] = field(default_factory=list)  # every waitlist request, in id order
 
     def info(self) -> tuple[Any, ...]:
         return (self.flag_until, self.flag_reason, self.flag_since, self.blocked_until,
@@ -381,6 +506,27 @@ class _Ticket:
         return (self.session, self.patient, self.account, self.channel, self.hold, self.lane,
                 self.submitted_at, int(self.state), self.draw, self.cohort_size,
                 self.served_at, self.booking, int(self.reason))
+
+
+@dataclass
+class _Request:
+    account: int
+    patient: int
+    channel: int
+    klass: int  # 0 for a booking moved off a suspended session, else 1..wl_classes
+    candidates: tuple[int, ...]
+    created_at: int
+    deadline: int
+    changed_at: int
+    state: RequestState = RequestState.OPEN
+    booking: int = -1
+    filled_session: int = -1
+    skip_reason: Reason = Reason.NONE
+
+    def info(self) -> tuple[Any, ...]:
+        return (self.account, self.patient, self.channel, self.klass, int(self.state),
+                self.candidates, self.created_at, self.deadline, self.changed_at, self.booking,
+                self.filled_session, int(self.skip_reason))
 
 
 def _id(value: object, name: str) -> int:
@@ -442,6 +588,13 @@ class Core:
             raise PolicyError("policy channels are inconsistent")
         if not policy.ban_ms:
             raise PolicyError("policy.ban_ms must not be empty")
+        if not (0 <= policy.wl_classes <= 8 and 1 <= policy.wl_candidates <= _MAX_CANDIDATES
+                and 0 <= policy.wl_per_patient <= _MAX_ID
+                and 0 <= policy.wl_session_cap <= _MAX_ID):
+            raise PolicyError("policy waitlist sizes are out of range")
+        if not (0 <= policy.rerelease_min_ms <= policy.rerelease_max_ms <= MAX_MS
+                and 0 <= policy.noshow_grace_ms <= MAX_MS and policy.suspend_action in (0, 1, 2)):
+            raise PolicyError("policy re-release, no-show grace or suspend action is out of range")
         self._policy = policy
         self._ban_ms = tuple(policy.ban_ms)
         self._limits = tuple((int(n), int(w)) for n, w in policy.patient_limits)
@@ -456,7 +609,10 @@ class Core:
         self._tickets: list[_Ticket] = []
         self._flag_log: list[tuple[int, int, int, int, int]] = []
         self._known: set[tuple[int, int]] = set()
-        self._events: list[tuple[int, int, int, int, int, int, int]] = []
+        self._events: list[tuple[int, ...]] = []
+        self._requests: list[_Request] = []
+        self._returns: list[tuple[int, int]] = []  # RERELEASE records: (session, slot index)
+        self._filled_by: dict[int, int] = {}  # booking -> the request it filled
 
     # -- introspection -------------------------------------------------------
 
@@ -484,8 +640,13 @@ class Core:
     def n_tickets(self) -> int:
         return len(self._tickets)
 
+    @property
+    def n_requests(self) -> int:
+        return len(self._requests)
+
     def session_counts(self, session: int) -> tuple[int, ...]:
-        """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked).  O(capacity)."""
+        """Slots by SlotState order (free, held, booked, arrived, no_show, cancelled, blocked,
+        returning).  O(capacity)."""
         s = self._session(session)
         counts = [0] * len(SlotState)
         for st in s.slot_states:
@@ -522,6 +683,22 @@ class Core:
         cohort_size, served_at, booking, reason)``."""
         return self._ticket(ticket).info()
 
+    def waitlist_info(self, request: int) -> tuple[Any, ...]:
+        """``(account, patient, channel, klass, state, candidates, created_at, deadline,
+        changed_at, booking, filled_session, skip_reason)``."""
+        return self._request(request).info()
+
+    def session_waitlist(self, session: int) -> list[int]:
+        """The OPEN requests listing a session, in fill order (class, then FIFO).  O(queue)."""
+        s = self._session(session)
+        return [r for fifo in s.fifos for r in fifo
+                if self._requests[r].state == RequestState.OPEN]
+
+    def booking_request(self, booking: int) -> int:
+        """The request a booking filled, or -1."""
+        self._booking(booking)
+        return self._filled_by.get(_id(booking, "booking"), -1)
+
     def flag_log(self) -> list[tuple[int, int, int, int, int]]:
         """Every flag, unflag and block so far: ``(at, kind, key, reason, until)``."""
         return list(self._flag_log)
@@ -544,7 +721,7 @@ class Core:
     def dump(self) -> dict:
         """The canonical state (layout in the module docstring)."""
         sessions = []
-        for s in self._sessions:
+        for s_id, s in enumerate(self._sessions):
             sessions.append({
                 "hospital": s.hospital, "department": s.department, "tier": s.tier,
                 "day": s.day, "starts_at": s.starts_at, "end_at": s.end_at,
@@ -557,6 +734,8 @@ class Core:
                 "collecting": s.collecting, "cohort_close": s.cohort_close,
                 "cohort": list(s.fair) + list(s.slow), "queue": s.queue[s.head:],
                 "last_cancel": (s.last_cancel_at, s.last_cancel_account),
+                "doctor": s.doctor, "waitlist": self.session_waitlist(s_id),
+                "recheck_at": s.recheck_at, "scan_k": s.scan_k,
             })
         return {
             "now": self._now,
@@ -572,6 +751,8 @@ class Core:
             "known": sorted(self._known),
             "timers": sorted(self._timers),
             "events": list(self._events),
+            "requests": [r.info() for r in self._requests],
+            "returns": list(self._returns),
         }
 
     def state_hash(self) -> str:
@@ -588,6 +769,7 @@ class Core:
             "timers": size(self._timers),
             "tickets": size(self._tickets) + sum(size(t) for t in self._tickets),
             "accounts": size(self._accounts) + sum(size(a) for a in self._accounts),
+            "requests": size(self._requests) + sum(size(r) for r in self._requests),
         }
 
     def rng_next(self) -> int:
@@ -598,17 +780,21 @@ class Core:
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
         return z ^ (z >> 31)
 
-    def drain_events(self) -> list[tuple[int, int, int, int, int, int, int]]:
-        """Events since the last drain: ``(kind, at, session, booking, patient, account, detail)``."""
+    def drain_events(self) -> list[tuple[int, ...]]:
+        """Events since the last drain: ``(kind, at, session, booking, patient, account, detail,
+        slot, reason)``."""
         out, self._events = self._events, []
         return out
 
     def drain_events_array(self) -> dict[str, np.ndarray]:
-        """Events since the last drain as int64 numpy columns (keys as in the tuples)."""
+        """Events since the last drain as numpy columns (keys as in the tuples): int64, except
+        ``slot`` int32 and ``reason`` int16."""
         rows = self.drain_events()
-        names = ("kind", "at", "session", "booking", "patient", "account", "detail")
-        return {name: np.array([r[i] for r in rows], dtype=np.int64)
-                for i, name in enumerate(names)}
+        names = ("kind", "at", "session", "booking", "patient", "account", "detail", "slot",
+                 "reason")
+        types = (np.int64,) * 7 + (np.int32, np.int16)
+        return {name: np.array([r[i] for r in rows], dtype=dtype)
+                for i, (name, dtype) in enumerate(zip(names, types))}
 
     # -- id space --------------------------------------------------------------
 
@@ -666,6 +852,12 @@ class Core:
             raise UnknownTicket(f"unknown ticket {t}")
         return self._tickets[t]
 
+    def _request(self, request: object) -> _Request:
+        r = _id(request, "request")
+        if not 0 <= r < len(self._requests):
+            raise UnknownRequest(f"unknown waitlist request {r}")
+        return self._requests[r]
+
     def _kind_key(self, kind: object, key: object) -> tuple[int, int]:
         """``(kind, key)`` of an account (0) or patient (1); raises like the contract says."""
         k = _int(kind, "kind")
@@ -699,6 +891,7 @@ class Core:
                 b = self._bookings[ident]
                 if b.state == BookingState.HELD and b.hold_until == due:
                     self._expire(ident, due)
+                    self._backfill_freed(ident, due)
             elif kind == TIMER_ROLLOVER:
                 self._rollover(ident, due)
             elif kind == TIMER_SESSION_END:
@@ -710,9 +903,32 @@ class Core:
             elif kind == TIMER_DRAIN:
                 self._sessions[ident].drain_pending = False
                 self._drain(ident, due)
-            else:  # TIMER_SLOW_SERVE
+            elif kind == TIMER_SLOW_SERVE:
                 if self._tickets[ident].state == TicketState.QUEUED:
                     self._serve(ident, due)
+            elif kind == TIMER_WL_EXPIRE:
+                r = self._requests[ident]
+                if r.state == RequestState.OPEN:
+                    r.state = RequestState.EXPIRED
+                    r.changed_at = due
+                    self._close_request(r)
+                    self._event(EventKind.WAITLIST_EXPIRED, due, -1, -1, r.patient, r.account,
+                                ident)
+            elif kind == TIMER_RERELEASE:
+                s_id, k = self._returns[ident]
+                s = self._sessions[s_id]
+                if s.slot_states[k] == SlotState.RETURNING:
+                    s.slot_states[k] = SlotState.FREE
+                    heapq.heappush(s.free_heap, k)
+                    self._event(EventKind.SLOT_RERELEASED, due, s_id, -1, -1, -1, -1, slot=k + 1)
+                    self._pass(s_id, due)
+            elif kind == TIMER_WL_RECHECK:
+                s = self._sessions[ident]
+                if s.recheck_at == due:
+                    s.recheck_at = -1
+                    self._pass(ident, due)
+            else:  # TIMER_NOSHOW_SCAN
+                self._noshow_scan(ident, due)
         self._now = now
 
     def _close_cohort(self, s_id: int, at: int) -> None:
@@ -773,7 +989,8 @@ class Core:
         else:
             t.state = TicketState.FAILED
             t.reason = reason
-            self._event(EventKind.TICKET_FAILED, at, t.session, -1, t.patient, t.account, k)
+            self._event(EventKind.TICKET_FAILED, at, t.session, -1, t.patient, t.account, k,
+                        reason=reason)
 
     def _expire(self, b_id: int, at: int) -> None:
         b = self._bookings[b_id]
@@ -796,12 +1013,14 @@ class Core:
         s.rolled = True
         if moved > 0:
             self._event(EventKind.QUOTA_ROLLED, at, s_id, -1, -1, -1, moved)
+        self._pass(s_id, at)
 
     def _session_end(self, s_id: int, at: int) -> None:
         s = self._sessions[s_id]
         if s.suspended:
             return
         s.closed = True
+        ended: list[int] = []  # patients whose live set shrank, in slot order
         for k in range(s.capacity):
             b_id = s.slot_bookings[k]
             if b_id < 0:
@@ -814,14 +1033,50 @@ class Core:
                 self._patients[b.patient].live.discard(b_id)
                 self._event(EventKind.NO_SHOW, at, s_id, b_id, b.patient, b.account, -1)
                 self._strike(b.patient, at, s_id, b_id)
+                ended.append(b.patient)
             elif b.state == BookingState.HELD:
-                self._expire(b_id, at)
+                self._expire(b_id, at)  # the session is closed: the slot is only freed
+                ended.append(b.patient)
+        for p_id in ended:
+            self._recheck_patient(p_id, at)
+
+    def _noshow_scan(self, s_id: int, at: int) -> None:
+        """NOSHOW_SCAN: release slot ``scan_k`` if its booking did not arrive, scan on."""
+        s = self._sessions[s_id]
+        if s.suspended or s.closed:
+            return
+        k = s.scan_k
+        b_id = s.slot_bookings[k]
+        if b_id >= 0 and self._bookings[b_id].state == BookingState.BOOKED:
+            b = self._bookings[b_id]
+            b.state = BookingState.NO_SHOW
+            b.changed_at = at
+            b.end_reason = Reason.SLOT_RELEASED
+            self._patients[b.patient].live.discard(b_id)
+            self._event(EventKind.NO_SHOW, at, s_id, b_id, b.patient, b.account, -1,
+                        reason=Reason.SLOT_RELEASED)
+            self._strike(b.patient, at, s_id, b_id)
+            self._free_slot(b_id)
+            self._backfill_freed(b_id, at)
+        s.scan_k += 1
+        self._push_scan(s_id)
+
+    def _push_scan(self, s_id: int) -> None:
+        """Push NOSHOW_SCAN for slot ``scan_k`` if there is one and its due is before the end."""
+        s = self._sessions[s_id]
+        due = s.starts_at + s.scan_k * s.slot_ms + self._policy.noshow_grace_ms
+        if s.scan_k < s.capacity and due < s.end_at:
+            self._push(due, TIMER_NOSHOW_SCAN, s_id)
 
     # -- shared steps --------------------------------------------------------------
 
     def _event(self, kind: EventKind, at: int, session: int, booking: int, patient: int,
-               account: int, detail: int) -> None:
-        self._events.append((int(kind), at, session, booking, patient, account, detail))
+               account: int, detail: int, *, reason: int = 0, slot: int = 0) -> None:
+        """Append an event; ``slot`` is the booking's slot number whenever there is a booking."""
+        if booking != -1:
+            slot = self._bookings[booking].slot_no
+        self._events.append((int(kind), at, session, booking, patient, account, detail, slot,
+                             int(reason)))
 
     def _flag(self, kind: int, key: int, reason: int, until: int, t: int) -> None:
         """The flag rule: never shortens a live flag; logs and emits FLAGGED when it acts."""
@@ -858,6 +1113,200 @@ class Core:
         q = pub if (b.quota != pub and s.rolled) else b.quota
         s.quota_left[q] += 1
 
+    # -- waitlist: backfill ------------------------------------------------------------
+
+    def _backfill_freed(self, b_id: int, t: int) -> None:
+        """After freeing b's slot and the command's own bookkeeping: pass, recheck, re-release.
+
+        In a session that is not open (SESSION_END expiring holds) only the
+        patient is rechecked: the slot stays FREE in a closed session.
+        """
+        b = self._bookings[b_id]
+        s = self._sessions[b.session]
+        is_open = not s.suspended and not s.closed and t < s.end_at
+        if is_open:
+            self._pass(b.session, t)
+        self._recheck_patient(b.patient, t)
+        k = b.slot_no - 1
+        pol = self._policy
+        if is_open and s.slot_states[k] == SlotState.FREE and pol.rerelease_max_ms > 0:
+            s.slot_states[k] = SlotState.RETURNING  # its free_heap entry goes stale
+            lo, hi = pol.rerelease_min_ms, pol.rerelease_max_ms
+            delay = lo if lo == hi else lo + self.rng_next() % (hi - lo + 1)
+            self._returns.append((b.session, k))
+            self._push(t + delay, TIMER_RERELEASE, len(self._returns) - 1)
+
+    def _recheck_patient(self, p_id: int, t: int) -> None:
+        """Pass every candidate of the patient's OPEN requests (a request is taken if it is
+        OPEN when reached; all its candidates are passed, in order, repeats included)."""
+        self._recheck(self._patients[p_id].requests, t)
+
+    def _recheck_account(self, a: int, t: int) -> None:
+        self._recheck(self._accounts[a].requests, t)
+
+    def _recheck(self, request_ids: list[int], t: int) -> None:
+        for r_id in request_ids:
+            r = self._requests[r_id]
+            if r.state != RequestState.OPEN:
+                continue
+            for s_id in r.candidates:
+                self._pass(s_id, t)
+
+    def _pass(self, s_id: int, t: int) -> None:
+        """The backfill of one session: fill eligible OPEN requests by class, then FIFO."""
+        s = self._sessions[s_id]
+        if s.suspended or s.closed or t >= s.end_at or self._lowest_free(s) < 0:
+            return
+        skipped = False
+        clear = _INF
+        for klass, fifo in enumerate(s.fifos):
+            kept: list[int] = []
+            stopped = False
+            for i, r_id in enumerate(fifo):
+                r = self._requests[r_id]
+                if r.state != RequestState.OPEN:
+                    continue  # lazy deletion of closed requests
+                if self._lowest_free(s) < 0:
+                    kept.extend(fifo[i:])
+                    stopped = True
+                    break
+                reason, when = self._fill_check(r, s_id, t)
+                if reason == Reason.NONE:
+                    self._fill(r_id, s_id, t)
+                    continue
+                skipped = True
+                clear = min(clear, when)
+                if reason != r.skip_reason:
+                    r.skip_reason = reason
+                    self._event(EventKind.WAITLIST_SKIPPED, t, s_id, -1, r.patient, r.account,
+                                r_id, reason=reason)
+                kept.append(r_id)
+            s.fifos[klass] = kept
+            if stopped:
+                return
+        # A WL_RECHECK when a skipped request's reason could clear, unless the live
+        # one (stale ones do not count) comes no later.
+        pending = s.recheck_at != -1 and s.recheck_at <= clear
+        if skipped and clear != _INF and self._lowest_free(s) >= 0 and not pending:
+            s.recheck_at = int(clear)
+            self._push(s.recheck_at, TIMER_WL_RECHECK, s_id)
+
+    def _fill_check(self, r: _Request, s_id: int, t: int) -> tuple[Reason, float]:
+        """The first failing check of an OPEN request for a session at t, and its clear time
+        (the earliest time the clock alone could clear it; _INF: only an event can)."""
+        s = self._sessions[s_id]
+        acc = self._accounts[r.account]
+        p = self._patients[r.patient]
+        if s.suspended:
+            return Reason.SESSION_SUSPENDED, _INF
+        if s.closed or t >= s.end_at:
+            return Reason.SESSION_CLOSED, _INF
+        blocked = [k.blocked_until for k in (acc, p) if t < k.blocked_until]
+        if blocked:
+            return Reason.BLOCKED, max(blocked)
+        flagged = [k.flag_until for k in (acc, p) if t < k.flag_until]
+        if flagged:
+            return Reason.FLAGGED, max(flagged)
+        reason = self._eligibility(r.account, r.patient, s_id, t)
+        if reason == Reason.PATIENT_BANNED:
+            return reason, p.banned_until
+        if reason == Reason.PATIENT_LIMIT:
+            for count, window_ms in self._limits:
+                counted = [b for b in self._created_since(p.bookings, t - window_ms)
+                           if b.state in _COUNTED]
+                if len(counted) >= count:  # the first failing row
+                    return reason, min((b.created_at + window_ms for b in counted), default=_INF)
+        if reason == Reason.ACCOUNT_PATIENT_LIMIT:
+            w = self._policy.account_window_ms
+            return reason, min(b.created_at + w for b in self._created_since(acc.bookings, t - w))
+        if reason != Reason.NONE:  # DUPLICATE_*, FIRST_VISIT_EXPERT
+            return reason, _INF
+        if self._quota_choice(s, r.channel, t) < 0:
+            later = [x for x in (s.release[r.channel], s.release[self._policy.public_channel])
+                     if x > t]
+            return Reason.QUOTA_EXHAUSTED, min(later, default=_INF)
+        return Reason.NONE, _INF
+
+    def _fill(self, r_id: int, s_id: int, t: int) -> None:
+        """Book the lowest FREE slot of s for request r (BOOKED, r's channel) and close r."""
+        r = self._requests[r_id]
+        s = self._sessions[s_id]
+        q = self._quota_choice(s, r.channel, t)
+        b_id = self._new_booking(s_id, r.patient, r.account, r.channel, q, False, t)
+        r.state = RequestState.FILLED
+        r.booking = b_id
+        r.filled_session = s_id
+        r.changed_at = t
+        self._close_request(r)
+        self._filled_by[b_id] = r_id
+        self._event(EventKind.WAITLIST_FILLED, t, s_id, b_id, r.patient, r.account, r_id)
+        self._many_patients_signal(r.account, t)
+
+    def _close_request(self, r: _Request) -> None:
+        """A request stops being OPEN: its candidates' open counts go down (FIFOs are lazy)."""
+        for s_id in r.candidates:
+            self._sessions[s_id].open -= 1
+
+    def _new_request(self, a: int, p_id: int, c: int, klass: int, candidates: tuple[int, ...],
+                     deadline: int, now: int) -> int:
+        """A new OPEN request at the tail of its class in every candidate; WL_EXPIRE pushed."""
+        r_id = len(self._requests)
+        self._requests.append(_Request(a, p_id, c, klass, candidates, now, deadline, now))
+        self._patients[p_id].requests.append(r_id)
+        self._accounts[a].requests.append(r_id)
+        for s_id in candidates:
+            s = self._sessions[s_id]
+            s.fifos[klass].append(r_id)
+            s.open += 1
+        self._push(deadline, TIMER_WL_EXPIRE, r_id)
+        return r_id
+
+    def _quota_choice(self, s: _Session, c: int, now: int) -> int:
+        """The quota a request of channel c draws from at now, or -1 (QUOTA_EXHAUSTED)."""
+        pub = self._policy.public_channel
+        if now >= s.release[c] and s.quota_left[c] > 0:
+            return c
+        if now >= s.release[pub] and s.quota_left[pub] > 0:
+            return pub
+        return -1
+
+    def _move_quota(self, s: _Session, c: int) -> int:
+        """The quota a move off a suspended session draws from (release times ignored), or -1."""
+        pub = self._policy.public_channel
+        if s.quota_left[c] > 0:
+            return c
+        if s.quota_left[pub] > 0:
+            return pub
+        return -1
+
+    def _new_booking(self, s_id: int, p_id: int, a: int, c: int, q: int, hold: bool,
+                     now: int) -> int:
+        """Take the lowest FREE slot (there must be one) from quota q for a new booking."""
+        s = self._sessions[s_id]
+        k = self._lowest_free(s)
+        assert k >= 0 and s.quota_left[q] > 0
+        s.quota_left[q] -= 1
+        b_id = len(self._bookings)
+        state = BookingState.HELD if hold else BookingState.BOOKED
+        hold_until = now + self._policy.hold_ms if hold else 0
+        self._bookings.append(_Booking(s_id, k + 1, p_id, a, c, q, state, now, now, hold_until))
+        heapq.heappop(s.free_heap)  # k is the top after _lowest_free
+        s.slot_states[k] = _SLOT_OF[state]
+        s.slot_bookings[k] = b_id
+        self._patients[p_id].live.add(b_id)
+        self._patients[p_id].bookings.append(b_id)
+        self._accounts[a].bookings.append(b_id)
+        return b_id
+
+    def _many_patients_signal(self, a: int, now: int) -> None:
+        pol = self._policy
+        acc = self._accounts[a]
+        if pol.patients_flag_count > 0:
+            recent = {b.patient for b in self._created_since(acc.bookings,
+                                                             now - pol.patients_flag_window_ms)}
+            if len(recent) >= pol.patients_flag_count and not now < acc.flag_until:
+                self._auto_flag(a, FlagReason.MANY_PATIENTS, now)
+
     def _strike(self, patient: int, t: int, session: int, booking: int) -> None:
         p = self._patients[patient]
         cap = len(self._ban_ms)
@@ -881,19 +1330,15 @@ class Core:
             self._strike(patient, t, session, booking)
 
     def _created_since(self, ids: list[int], after: int) -> list[_Booking]:
-        """The bookings among ``ids`` with ``created_at > after``.
+        """The bookings among ``ids`` with ``created_at > after``, newest id first.
 
-        ``ids`` is in creation order and the clock never goes back, so
-        ``created_at`` is non-decreasing along it: walk back from the newest
-        and stop at the first one too old.  O(bookings in the window).
+        A full scan, O(len(ids)): ``created_at`` is not monotonic along a
+        patient's or an account's bookings once a timer handled late fills at
+        its (earlier) due -- a NOSHOW_SCAN that ``add_capacity`` re-pushed with a
+        due before ``now`` -- so stopping at the first booking too old would
+        miss newer ones behind it.
         """
-        out = []
-        for b_id in reversed(ids):
-            b = self._bookings[b_id]
-            if b.created_at <= after:
-                break
-            out.append(b)
-        return out
+        return [b for b in (self._bookings[x] for x in reversed(ids)) if b.created_at > after]
 
     def _lowest_free(self, s: _Session) -> int:
         """Index of the lowest FREE slot, or -1.  Drops stale heap entries on the way."""
@@ -916,8 +1361,11 @@ class Core:
     def add_session(self, hospital: int, department: int, tier: int, day: int, starts_at: int,
                     end_at: int, rollover_at: int, cancel_cutoff_at: int, slot_ms: int,
                     capacity: int, fee: int, quotas: Sequence[int], release: Sequence[int],
-                    now: int) -> int:
-        """Add a session with ``capacity`` FREE slots; returns its id.  O(capacity)."""
+                    now: int, doctor: int = -1) -> int:
+        """Add a session with ``capacity`` FREE slots; returns its id.  O(capacity).
+
+        ``doctor`` is an opaque label (-1 none) that suspension moves look for.
+        """
         hospital = _int(hospital, "hospital")
         department = _int(department, "department")
         tier = _int(tier, "tier")
@@ -932,6 +1380,7 @@ class Core:
         nch = self._policy.n_channels
         quotas = _ints(quotas, "quotas", nch)
         release = _ints(release, "release", nch)
+        doctor = _int(doctor, "doctor")
         if not (0 <= hospital <= _MAX_LABEL and 0 <= department <= _MAX_LABEL):
             raise InvalidArgument(f"hospital and department ids must be in 0..{_MAX_LABEL}")
         if not 0 <= tier <= 2:
@@ -951,6 +1400,8 @@ class Core:
             raise InvalidArgument("quotas must be >= 0 and sum to capacity")
         for v in release:
             _time(v, "release")
+        if not -1 <= doctor <= _MAX_LABEL:
+            raise InvalidArgument(f"doctor={doctor} must be -1 or in 0..{_MAX_LABEL}")
         now = self._check_now(now)
         self._run_timers(now)
         s_id = len(self._sessions)
@@ -958,9 +1409,12 @@ class Core:
             hospital, department, tier, day, starts_at, end_at, rollover_at, cancel_cutoff_at,
             slot_ms, fee, list(quotas), list(release), list(quotas),
             [SlotState.FREE] * capacity, [-1] * capacity, list(range(capacity)),
+            doctor=doctor, fifos=[[] for _ in range(self._policy.wl_classes + 1)],
         ))
         self._push(rollover_at, TIMER_ROLLOVER, s_id)
         self._push(end_at, TIMER_SESSION_END, s_id)
+        if self._policy.noshow_grace_ms > 0:
+            self._push_scan(s_id)
         return s_id
 
     def book(self, account: int, patient: int, session: int, channel: int, now: int,
@@ -1097,37 +1551,16 @@ class Core:
         """The allocate stage, then the many-patients and rebook signals on success."""
         pol = self._policy
         s = self._sessions[s_id]
-        p = self._patients[p_id]
-        acc = self._accounts[a]
-        pub = pol.public_channel
-        k = self._lowest_free(s)
-        if k < 0:
+        if self._lowest_free(s) < 0:  # RETURNING slots are not FREE
             return Result(Status.REJECTED, Reason.FULL, session=s_id)
-        if now >= s.release[c] and s.quota_left[c] > 0:
-            q = c
-        elif now >= s.release[pub] and s.quota_left[pub] > 0:
-            q = pub
-        else:
+        q = self._quota_choice(s, c, now)
+        if q < 0:
             return Result(Status.REJECTED, Reason.QUOTA_EXHAUSTED, session=s_id)
-        s.quota_left[q] -= 1
-        b_id = len(self._bookings)
-        state = BookingState.HELD if hold else BookingState.BOOKED
-        hold_until = now + pol.hold_ms if hold else 0
-        self._bookings.append(_Booking(s_id, k + 1, p_id, a, c, q, state, now, now, hold_until))
-        heapq.heappop(s.free_heap)  # k is the top after _lowest_free
-        s.slot_states[k] = _SLOT_OF[state]
-        s.slot_bookings[k] = b_id
-        p.live.add(b_id)
-        p.bookings.append(b_id)
-        acc.bookings.append(b_id)
+        b_id = self._new_booking(s_id, p_id, a, c, q, hold, now)
+        k = self._bookings[b_id].slot_no - 1
         if hold:
-            self._push(hold_until, TIMER_HOLD_EXPIRE, b_id)
-        # many-patients signal
-        if pol.patients_flag_count > 0:
-            recent = {b.patient for b in self._created_since(acc.bookings,
-                                                             now - pol.patients_flag_window_ms)}
-            if len(recent) >= pol.patients_flag_count and not now < acc.flag_until:
-                self._auto_flag(a, FlagReason.MANY_PATIENTS, now)
+            self._push(self._bookings[b_id].hold_until, TIMER_HOLD_EXPIRE, b_id)
+        self._many_patients_signal(a, now)
         # cancel-then-rebook signal
         if (pol.rebook_ms > 0 and s.last_cancel_account >= 0 and s.last_cancel_account != a
                 and now - s.last_cancel_at <= pol.rebook_ms):
@@ -1229,6 +1662,7 @@ class Core:
                     >= pol.cancel_flag_count):
                 acc.cancels.clear()
                 self._auto_flag(a, FlagReason.CANCELLATIONS, now)
+        self._backfill_freed(b_id, now)
         return self._result_for(Status.CANCELLED, Reason.NONE, b_id)
 
     def cancel_ticket(self, ticket: int, account: int, now: int) -> Result:
@@ -1245,6 +1679,103 @@ class Core:
         t.state = TicketState.CANCELLED
         self._patients[t.patient].queued.discard(k)
         return Result(Status.CANCELLED, Reason.NONE, session=t.session, ticket=k)
+
+    # -- waitlist --------------------------------------------------------------------
+
+    def join_waitlist(self, account: int, patient: int, sessions: Any, channel: int,
+                      klass: int, deadline: int, now: int) -> Result:
+        """Wait for a slot in any one of ``sessions`` until ``deadline`` (WAITLISTED), or say
+        at which check the request stopped.  O(candidates x patient's requests)."""
+        a = self._check_account(account)
+        p_id = _id(patient, "patient")
+        self._patient(p_id)
+        if isinstance(sessions, (str, bytes)) or not hasattr(sessions, "__len__"):
+            raise InvalidType("sessions must be a sequence of session ids")
+        cands = []
+        for x in sessions:
+            self._session(x)
+            cands.append(_id(x, "sessions"))
+        c = self._check_channel(channel)
+        most = self._policy.wl_candidates
+        if not 1 <= len(cands) <= most:
+            raise InvalidArgument(f"a request names 1..{most} sessions, not {len(cands)}")
+        if len(set(cands)) != len(cands):
+            raise InvalidArgument("a request names each session once")
+        k = _int(klass, "klass")
+        if not 1 <= k <= self._policy.wl_classes:
+            raise InvalidArgument(f"klass={k} is outside 1..{self._policy.wl_classes}")
+        until = self._until(deadline, "deadline")
+        now = self._check_now(now)
+        if until <= now:
+            raise InvalidArgument("deadline must be later than now")
+        self._run_timers(now)
+        return self._join(a, p_id, tuple(cands), c, k, until, now)
+
+    def _join(self, a: int, p_id: int, cands: tuple[int, ...], c: int, klass: int,
+              deadline: int, now: int) -> Result:
+        """The join path: request -> risk -> eligibility -> allocate, first failure wins."""
+        pol = self._policy
+        pub = pol.public_channel
+        p = self._patients[p_id]
+        acc = self._accounts[a]
+
+        def reject(reason: Reason, s_id: int | None = None) -> Result:
+            return Result(Status.REJECTED, reason, session=s_id)
+
+        # 1. request stage
+        for s_id in cands:
+            s = self._sessions[s_id]
+            if s.suspended:
+                return reject(Reason.SESSION_SUSPENDED, s_id)
+            if s.closed or now >= s.end_at:
+                return reject(Reason.SESSION_CLOSED, s_id)
+            if now < s.release[c] and now < s.release[pub]:
+                return reject(Reason.NOT_RELEASED, s_id)
+        # 2. risk stage (flagged keys may join; fills skip them while flagged)
+        if now < acc.blocked_until or now < p.blocked_until:
+            return reject(Reason.BLOCKED)
+        # 3. eligibility stage
+        if now < p.banned_until:
+            return reject(Reason.PATIENT_BANNED)
+        mine = [self._requests[r] for r in p.requests
+                if self._requests[r].state == RequestState.OPEN]
+        for s_id in cands:
+            if any(self._bookings[b].session == s_id for b in p.live):
+                return reject(Reason.DUPLICATE_SESSION, s_id)
+            if any(s_id in r.candidates for r in mine):
+                return reject(Reason.DUPLICATE_WAITLIST, s_id)
+        if len(mine) >= pol.wl_per_patient:
+            return reject(Reason.WAITLIST_PATIENT_CAP)
+        # 4. allocate stage
+        for s_id in cands:
+            s = self._sessions[s_id]
+            if self._lowest_free(s) >= 0 and self._quota_choice(s, c, now) >= 0:
+                return reject(Reason.SLOTS_LEFT, s_id)
+        for s_id in cands:
+            if self._sessions[s_id].open >= pol.wl_session_cap:
+                return reject(Reason.WAITLIST_FULL, s_id)
+        r_id = self._new_request(a, p_id, c, klass, cands, deadline, now)
+        # A candidate can have a FREE slot here only if this channel may not draw from it
+        # yet: the pass records the skip and schedules the recheck at the release.
+        for s_id in cands:
+            self._pass(s_id, now)
+        return Result(Status.WAITLISTED, Reason.NONE, request=r_id)
+
+    def cancel_waitlist(self, request: int, account: int, now: int) -> Result:
+        """Withdraw an OPEN request of this account.  O(candidates)."""
+        r = self._request(request)
+        r_id = _id(request, "request")
+        a = self._check_account(account)
+        now = self._check_now(now)
+        self._run_timers(now)
+        if r.account != a:
+            return Result(Status.REJECTED, Reason.NOT_OWNER, request=r_id)
+        if r.state != RequestState.OPEN:
+            return Result(Status.REJECTED, Reason.NOT_ACTIVE, request=r_id)
+        r.state = RequestState.CANCELLED
+        r.changed_at = now
+        self._close_request(r)
+        return Result(Status.CANCELLED, Reason.NONE, request=r_id)
 
     # -- flags and blocks ------------------------------------------------------------
 
@@ -1275,6 +1806,7 @@ class Core:
         obj.flag_until = now
         self._flag_log.append((now, kind, key, 0, now))
         self._party_event(EventKind.UNFLAGGED, now, kind, key, -1)
+        self._recheck_key(kind, key, now)
         return True
 
     def block(self, kind: int, key: int, until: int, now: int) -> None:
@@ -1300,7 +1832,14 @@ class Core:
             return False
         obj.blocked_until = 0
         self._party_event(EventKind.UNBLOCKED, now, kind, key, -1)
+        self._recheck_key(kind, key, now)
         return True
+
+    def _recheck_key(self, kind: int, key: int, now: int) -> None:
+        if kind == 0:
+            self._recheck_account(key, now)
+        else:
+            self._recheck_patient(key, now)
 
     def import_blacklist(self, kinds: Any, keys: Any, untils: Any, now: int) -> None:
         """Flag every row with BLACKLIST, in order (all rows validated first)."""
@@ -1338,6 +1877,7 @@ class Core:
         s.slot_states[b.slot_no - 1] = SlotState.ARRIVED
         self._patients[b.patient].live.discard(b_id)
         self._known.add((b.patient, s.hospital))
+        self._recheck_patient(b.patient, now)
         return self._result_for(Status.ARRIVED, Reason.NONE, b_id)
 
     def add_capacity(self, session: int, n: int, channel: int, now: int) -> int:
@@ -1360,39 +1900,99 @@ class Core:
         q = self._policy.public_channel if s.rolled else c
         s.quota_left[q] += n
         self._event(EventKind.CAPACITY_ADDED, now, s_id, -1, -1, -1, n)
+        if self._policy.noshow_grace_ms > 0 and s.scan_k == first:
+            self._push_scan(s_id)  # the scan had run out of slots, not out of time
+        self._pass(s_id, now)
         return s.capacity
 
     def suspend(self, session: int, now: int) -> int:
-        """Stop a session: cancel its live bookings, cancel its open slots; returns the count."""
+        """Stop a session: each live booking leaves it (cancelled, moved or waitlisted, per
+        ``suspend_action``), its open slots are cancelled; returns how many left."""
         s = self._session(session)
         s_id = _id(session, "session")
         now = self._check_now(now)
         self._run_timers(now)
         if s.suspended:
             return 0
-        affected = 0
+        action = self._policy.suspend_action
+        left: list[int] = []  # patients of the bookings that left, in slot order
         for k in range(s.capacity):
             b_id = s.slot_bookings[k]
             if b_id < 0:
                 continue
             b = self._bookings[b_id]
-            if b.state in _LIVE:
-                b.state = BookingState.CANCELLED
-                b.changed_at = now
-                b.end_reason = Reason.SESSION_SUSPENDED
-                self._patients[b.patient].live.discard(b_id)
-                self._event(EventKind.BOOKING_CANCELLED, now, s_id, b_id, b.patient, b.account,
-                            int(Reason.SESSION_SUSPENDED))
-                affected += 1
+            if b.state not in _LIVE:
+                continue
+            was_booked = b.state == BookingState.BOOKED
+            b.state = BookingState.CANCELLED
+            b.changed_at = now
+            b.end_reason = Reason.SESSION_SUSPENDED
+            self._patients[b.patient].live.discard(b_id)
+            left.append(b.patient)
+            if was_booked and action != 0 and self._move_or_wait(s_id, b_id, now):
+                continue
+            self._event(EventKind.BOOKING_CANCELLED, now, s_id, b_id, b.patient, b.account,
+                        int(Reason.SESSION_SUSPENDED), reason=Reason.SESSION_SUSPENDED)
         for k in range(s.capacity):
             if s.slot_states[k] not in (SlotState.ARRIVED, SlotState.NO_SHOW):
-                s.slot_states[k] = SlotState.CANCELLED
+                s.slot_states[k] = SlotState.CANCELLED  # RETURNING ones too
                 s.slot_bookings[k] = -1
         s.free_heap.clear()
         s.quota_left = [0] * len(s.quota_left)
         s.suspended = True
-        self._event(EventKind.SESSION_SUSPENDED, now, s_id, -1, -1, -1, affected)
-        return affected
+        self._event(EventKind.SESSION_SUSPENDED, now, s_id, -1, -1, -1, len(left))
+        for p_id in left:
+            self._recheck_patient(p_id, now)
+        return len(left)
+
+    def _move_or_wait(self, s_id: int, b_id: int, now: int) -> bool:
+        """A BOOKED booking of a suspended session: move it (action 1) or make a class-0
+        request for it; False if neither is possible (then it is plainly cancelled)."""
+        b = self._bookings[b_id]
+        if self._policy.suspend_action == 1:
+            target = self._move_target(s_id, b, now)
+            if target >= 0:
+                q = self._move_quota(self._sessions[target], b.channel)
+                new = self._new_booking(target, b.patient, b.account, b.channel, q, False, now)
+                self._event(EventKind.BOOKING_MOVED, now, target, new, b.patient, b.account,
+                            b_id)
+                return True
+        cands = self._related(s_id, b, now)[:self._policy.wl_candidates]
+        if not cands:
+            return False
+        deadline = max(self._sessions[x].end_at for x in cands)
+        r_id = self._new_request(b.account, b.patient, b.channel, 0, tuple(cands), deadline, now)
+        self._event(EventKind.BOOKING_WAITLISTED, now, s_id, b_id, b.patient, b.account, r_id)
+        return True
+
+    def _related(self, s_id: int, b: _Booking, now: int) -> list[int]:
+        """Sessions b's patient could go to instead of s: other, neither suspended nor closed,
+        no live booking of the patient; same doctor first, then same department, each by
+        ``|starts_at - s.starts_at|`` then id."""
+        s = self._sessions[s_id]
+        mine = {self._bookings[x].session for x in self._patients[b.patient].live}
+        doctor, department = [], []
+        for o_id, o in enumerate(self._sessions):
+            if (o_id == s_id or o.suspended or o.closed or now >= o.end_at
+                    or o_id in mine):
+                continue
+            if s.doctor >= 0 and o.doctor == s.doctor:
+                doctor.append(o_id)
+            elif o.department == s.department:
+                department.append(o_id)
+
+        def near(o_id: int) -> tuple[int, int]:
+            return (abs(self._sessions[o_id].starts_at - s.starts_at), o_id)
+        return sorted(doctor, key=near) + sorted(department, key=near)
+
+    def _move_target(self, s_id: int, b: _Booking, now: int) -> int:
+        """The nearest related session with a FREE slot and a move quota: same doctor if any
+        qualifies, else same department; -1 if none."""
+        for o_id in self._related(s_id, b, now):  # same doctor first, each group nearest first
+            o = self._sessions[o_id]
+            if self._lowest_free(o) >= 0 and self._move_quota(o, b.channel) >= 0:
+                return o_id
+        return -1
 
     def block_slot(self, session: int, slot_no: int, now: int) -> bool:
         """FREE -> BLOCKED (True), else nothing (False).  Quotas are not touched."""
@@ -1414,6 +2014,7 @@ class Core:
         s.slot_states[k - 1] = new
         if new == SlotState.FREE:
             heapq.heappush(s.free_heap, k - 1)
+            self._pass(_id(session, "session"), now)
         return True
 
     def mark_known(self, patient: int, hospital: int, now: int) -> None:
@@ -1426,6 +2027,7 @@ class Core:
         now = self._check_now(now)
         self._run_timers(now)
         self._known.add((p, h))
+        self._recheck_patient(p, now)
 
     # -- self-check ----------------------------------------------------------------
 
@@ -1451,25 +2053,87 @@ class Core:
                     assert b_id == -1, f"slot {s_id}/{k + 1} in state {st} keeps booking {b_id}"
             assert sum(counts) == s.capacity
             free, blocked = counts[SlotState.FREE], counts[SlotState.BLOCKED]
-            # Every change moves a FREE/BLOCKED slot and one unit of quota together.
-            assert sum(s.quota_left) == free + blocked, "quota does not match open slots"
+            returning = counts[SlotState.RETURNING]
+            # Every change moves a FREE/BLOCKED/RETURNING slot and one unit of quota together.
+            assert sum(s.quota_left) == free + blocked + returning, \
+                "quota does not match open slots"
             if s.suspended:
-                assert free == 0 and sum(s.quota_left) == 0
+                assert free == 0 and returning == 0 and sum(s.quota_left) == 0
             if s.rolled:  # rolled quota and everything returned later sits in public
                 assert all(q == 0 for c, q in enumerate(s.quota_left) if c != pub)
         for b_id, b in enumerate(self._bookings):
-            if b.state in _SLOT_OF:
+            if b.state == BookingState.NO_SHOW and b.end_reason == Reason.SLOT_RELEASED:
+                assert b_id not in on_slot, f"released no-show {b_id} still on its slot"
+            elif b.state in _SLOT_OF:
                 assert on_slot.get(b_id) == (b.session, b.slot_no), f"booking {b_id} lost its slot"
         for p_id, p in enumerate(self._patients):
             want = {b for b in p.bookings if self._bookings[b].state in _LIVE}
             assert p.live == want, f"patient {p_id} live set {p.live} != {want}"
-            created = [self._bookings[b].created_at for b in p.bookings]
-            assert created == sorted(created), "bookings out of creation order"
+            assert p.bookings == sorted(p.bookings), "bookings out of id order"
             assert len(p.strikes) <= len(self._ban_ms)
             assert len(p.cancels) <= max(self._policy.cancel_strikes, 0)
         for due, seq, kind, ident in self._timers:
-            assert 0 <= seq < self._seq and 1 <= kind <= 6
+            assert 0 <= seq < self._seq and 1 <= kind <= 10
         self._check_fair_invariants()
+        self._check_waitlist_invariants()
+
+    def _check_waitlist_invariants(self) -> None:
+        pol = self._policy
+        nreq = len(self._requests)
+        open_count = [0] * len(self._sessions)
+        for r_id, r in enumerate(self._requests):
+            assert 0 <= r.klass <= pol.wl_classes and r.candidates
+            assert len(set(r.candidates)) == len(r.candidates)
+            # (changed_at may precede created_at: see the readings on late timers)
+            assert r.created_at < r.deadline
+            assert r_id in self._patients[r.patient].requests
+            assert r_id in self._accounts[r.account].requests
+            if r.state == RequestState.OPEN:
+                for s_id in r.candidates:
+                    open_count[s_id] += 1
+                    assert r_id in self._sessions[s_id].fifos[r.klass], \
+                        f"open request {r_id} left the queue of session {s_id}"
+                assert r.booking == -1 and r.filled_session == -1
+                assert (r.deadline, TIMER_WL_EXPIRE, r_id) in {
+                    (d, k, i) for d, _, k, i in self._timers}, f"request {r_id} never expires"
+            elif r.state == RequestState.FILLED:
+                b = self._bookings[r.booking]
+                assert self._filled_by.get(r.booking) == r_id, f"request {r_id} filled twice?"
+                assert (b.session, b.patient, b.account, b.channel) == \
+                    (r.filled_session, r.patient, r.account, r.channel)
+                assert r.filled_session in r.candidates and b.created_at == r.changed_at
+            else:
+                assert r.booking == -1 and r.filled_session == -1
+        assert len(set(self._filled_by.values())) == len(self._filled_by), "a request filled twice"
+        for b_id, r_id in self._filled_by.items():
+            assert 0 <= r_id < nreq and self._requests[r_id].booking == b_id
+        rechecks = {(due, ident) for due, _, kind, ident in self._timers
+                    if kind == TIMER_WL_RECHECK}
+        scans = [ident for _, _, kind, ident in self._timers if kind == TIMER_NOSHOW_SCAN]
+        returning = {self._returns[ident] for _, _, kind, ident in self._timers
+                     if kind == TIMER_RERELEASE}
+        for s_id, s in enumerate(self._sessions):
+            assert s.open == open_count[s_id], f"session {s_id}: open {s.open} != {open_count[s_id]}"
+            assert len(s.fifos) == pol.wl_classes + 1
+            if s.recheck_at != -1:
+                assert (s.recheck_at, s_id) in rechecks, f"session {s_id} lost its WL_RECHECK"
+            assert scans.count(s_id) <= 1, f"session {s_id} has two NOSHOW_SCAN timers"
+            assert 0 <= s.scan_k <= s.capacity
+            for k, st in enumerate(s.slot_states):
+                if st == SlotState.RETURNING:
+                    assert (s_id, k) in returning, f"RETURNING slot {s_id}/{k + 1} has no timer"
+        self._check_waitlist_invariant()
+
+    def _check_waitlist_invariant(self) -> None:
+        """No open session has a FREE slot while an OPEN request listing it is eligible."""
+        now = self._now
+        for s_id, s in enumerate(self._sessions):
+            if s.suspended or s.closed or now >= s.end_at or self._lowest_free(s) < 0:
+                continue
+            for r_id in self.session_waitlist(s_id):
+                reason, _ = self._fill_check(self._requests[r_id], s_id, now)
+                assert reason != Reason.NONE, (f"waitlist invariant: session {s_id} has a FREE "
+                                               f"slot and request {r_id} is eligible at {now}")
 
     def _check_fair_invariants(self) -> None:
         pol = self._policy
@@ -1530,8 +2194,7 @@ class Core:
         for a_id, acc in enumerate(self._accounts):
             assert len(acc.early) <= max(pol.early_count, 0)
             assert len(acc.cancels) <= max(pol.cancel_flag_count, 0)
-            created = [self._bookings[b].created_at for b in acc.bookings]
-            assert created == sorted(created)
+            assert acc.bookings == sorted(acc.bookings)
             assert acc.flag_reason in (0, *FlagReason)
         for p in self._patients:
             assert p.flag_reason in (0, *FlagReason)
