@@ -602,7 +602,8 @@ cdef void wl_noshow_resume(Core self, int32_t sid, int32_t old_cap) noexcept nog
     cdef int32_t k = w.scan_k if w != NULL else 0
     cdef int64_t nxt = s.starts_at + <int64_t>k * s.slot_ms + self._grace
     if k == old_cap and nxt < s.end_at:
-        self._push_timer(nxt, T_NOSHOW_SCAN, sid)
+        # never before the clock: bookings are created in time order
+        self._push_timer(nxt if nxt > self._now else self._now, T_NOSHOW_SCAN, sid)
 
 
 # -- join ---------------------------------------------------------------------------------

@@ -204,14 +204,11 @@ Issue-4 readings (waitlist backfill and suspension moves):
 * ``add_capacity``: slots, quota, CAPACITY_ADDED, the NOSHOW_SCAN re-push,
   then the pass.  ``unblock_slot``'s pass runs only when it freed a slot.
   ``ROLLOVER`` of a suspended session does nothing, pass included.
-* ``created_at`` is not monotonic along a patient's or an account's bookings:
-  ``add_capacity`` may re-push NOSHOW_SCAN with a due before ``now`` (the
-  contract's rule), and the fill of the slot it releases is made at that
-  earlier due (so are the no-show, its strike and the request's
-  ``changed_at``, which may then precede the booking's or the request's
-  ``created_at``).  Windows ("created_at > now - window") are therefore
-  counted by a full scan of the bookings, never by stopping at the first old
-  one.
+* ``add_capacity`` re-pushes NOSHOW_SCAN at ``max(due, now)``, so no timer
+  runs before the clock of the command that pushed it and bookings are
+  created in time order.  Windows ("created_at > now - window") are still
+  counted by a full scan of the bookings: the plain reading, not relying on
+  that order.
 * RERELEASE: the returns record keeps the 0-based slot index; a RETURNING slot
   left in a closed session is still made FREE (and SLOT_RERELEASED emitted) by
   its timer; the pass then does nothing.
@@ -1061,12 +1058,16 @@ class Core:
         s.scan_k += 1
         self._push_scan(s_id)
 
-    def _push_scan(self, s_id: int) -> None:
-        """Push NOSHOW_SCAN for slot ``scan_k`` if there is one and its due is before the end."""
+    def _push_scan(self, s_id: int, not_before: int = 0) -> None:
+        """Push NOSHOW_SCAN for slot ``scan_k`` if there is one and its due is before the end.
+
+        ``add_capacity`` passes its ``now`` as ``not_before``: a resumed scan
+        never runs before the clock, so bookings are created in time order.
+        """
         s = self._sessions[s_id]
         due = s.starts_at + s.scan_k * s.slot_ms + self._policy.noshow_grace_ms
         if s.scan_k < s.capacity and due < s.end_at:
-            self._push(due, TIMER_NOSHOW_SCAN, s_id)
+            self._push(max(due, not_before), TIMER_NOSHOW_SCAN, s_id)
 
     # -- shared steps --------------------------------------------------------------
 
@@ -1332,11 +1333,7 @@ class Core:
     def _created_since(self, ids: list[int], after: int) -> list[_Booking]:
         """The bookings among ``ids`` with ``created_at > after``, newest id first.
 
-        A full scan, O(len(ids)): ``created_at`` is not monotonic along a
-        patient's or an account's bookings once a timer handled late fills at
-        its (earlier) due -- a NOSHOW_SCAN that ``add_capacity`` re-pushed with a
-        due before ``now`` -- so stopping at the first booking too old would
-        miss newer ones behind it.
+        A full scan, O(len(ids)): the plain reading of the contract.
         """
         return [b for b in (self._bookings[x] for x in reversed(ids)) if b.created_at > after]
 
@@ -1901,7 +1898,7 @@ class Core:
         s.quota_left[q] += n
         self._event(EventKind.CAPACITY_ADDED, now, s_id, -1, -1, -1, n)
         if self._policy.noshow_grace_ms > 0 and s.scan_k == first:
-            self._push_scan(s_id)  # the scan had run out of slots, not out of time
+            self._push_scan(s_id, now)  # the scan had run out of slots, not out of time
         self._pass(s_id, now)
         return s.capacity
 
