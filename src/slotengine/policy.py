@@ -272,7 +272,9 @@ class Policy:
 
     def waitlist_class(self, channel: str) -> str:
         """The priority class a request from ``channel`` joins by default."""
-        return self.waitlist_class_of_channel.get(channel, self.waitlist_classes[-1])
+        by_channel = self.waitlist_class_of_channel
+        assert by_channel is not None  # __post_init__ fills in the default
+        return by_channel.get(channel, self.waitlist_classes[-1])
 
 
 _SUSPEND_ACTIONS = ("cancel", "move", "waitlist")
