@@ -60,8 +60,12 @@ ROUNDS_MANY = {"core": (1, 10), "reference": (0, 3)}
 TARGETS = {"book": 2_000_000, "book_many": 20_000_000}
 
 
-def session_specs(n_sessions: int) -> list[dict]:
-    """``add_session`` keyword arguments for ``n_sessions`` sessions, day after day."""
+def session_specs(n_sessions: int, tier: str = "expert", fee: int = 30_000) -> list[dict]:
+    """``add_session`` keyword arguments for ``n_sessions`` sessions, day after day.
+
+    A grid of 20 hospitals x 25 departments x 5 doctors x AM/PM (5,000 a
+    day), all released on the app at ``RELEASE``; bench_waitlist reuses it.
+    """
     per_day = N_HOSPITALS * N_DEPARTMENTS * N_DOCTORS * 2
     specs = []
     for i in range(n_sessions):
@@ -71,8 +75,8 @@ def session_specs(n_sessions: int) -> list[dict]:
         pm, doc = divmod(k, N_DOCTORS)
         start = CLINIC_DAY + day * se.DAY + (13 * se.HOUR + 30 * se.MINUTE if pm else 8 * se.HOUR)
         specs.append(dict(session=f"S{i:07d}", hospital=f"H{h:02d}", department=f"D{d:02d}",
-                          doctor=f"Dr {d:02d}-{doc}", tier="expert", starts_at=start,
-                          slot_minutes=12, capacity=SLOTS, fee=30_000, release={"app": RELEASE}))
+                          doctor=f"Dr {d:02d}-{doc}", tier=tier, starts_at=start,
+                          slot_minutes=12, capacity=SLOTS, fee=fee, release={"app": RELEASE}))
     return specs
 
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from functools import cache
 from statistics import median
 
@@ -51,10 +50,10 @@ import numpy as np
 import pytest
 
 import slotengine as se
+from bench_book import CLINIC_DAY, RELEASE, SLOTS
+from bench_book import session_specs as book_grid
 
-CST = timezone(timedelta(hours=8))
-CLINIC_DAY = se.to_ms(datetime(2025, 3, 17, tzinfo=CST))  # local midnight of the first clinic day
-RELEASE = CLINIC_DAY - 7 * se.DAY + 8 * se.HOUR + 30 * se.MINUTE  # app release: 08:30 a week ahead
+# The session grid, its clinic day and its 08:30 release are bench_book's.
 BOOKED_AT = RELEASE + se.HOUR  # the bookings: well after the cohort window, so booked at once
 JOIN_AT = RELEASE + 2 * se.HOUR  # the joins, one per ms (about 17 minutes for a million)
 DEADLINE = CLINIC_DAY  # every request waits until the first clinic day starts
@@ -82,7 +81,6 @@ STORM_AT = CLINIC_DAY - 2 * se.DAY + 10 * se.HOUR
 POLICY = se.Policy(waitlist_per_session=1_000)
 CLASSES = (["referral", "followup", "public"], [0.1, 0.2, 0.7])  # priority mix of the joins
 
-N_HOSPITALS, N_DEPARTMENTS, N_DOCTORS, SLOTS = 20, 25, 5, 20
 N_SESSIONS = 10_000  # two clinic days of 5,000
 N_REQUESTS = 1_000_000
 N_ROUNDS = 10  # the storm (every booking cancelled) in this many disjoint rounds
@@ -92,19 +90,8 @@ TARGET = 1_000_000  # cancel-with-backfill operations per second, per call
 
 
 def session_specs(n_sessions: int) -> list[dict]:
-    """``add_session`` keyword arguments, 5,000 a day, all released at ``RELEASE``."""
-    per_day = N_HOSPITALS * N_DEPARTMENTS * N_DOCTORS * 2
-    specs = []
-    for i in range(n_sessions):
-        day, k = divmod(i, per_day)
-        k, h = divmod(k, N_HOSPITALS)
-        k, d = divmod(k, N_DEPARTMENTS)
-        pm, doc = divmod(k, N_DOCTORS)
-        start = CLINIC_DAY + day * se.DAY + (13 * se.HOUR + 30 * se.MINUTE if pm else 8 * se.HOUR)
-        specs.append(dict(session=f"S{i:05d}", hospital=f"H{h:02d}", department=f"D{d:02d}",
-                          doctor=f"Dr {d:02d}-{doc}", tier="general", starts_at=start,
-                          slot_minutes=12, capacity=SLOTS, fee=5_000, release={"app": RELEASE}))
-    return specs
+    """``add_session`` keyword arguments: bench_book's grid of general clinics, 5,000 a day."""
+    return book_grid(n_sessions, tier="general", fee=5_000)
 
 
 def _distinct_candidates(rng: np.random.Generator, n: int, n_sessions: int) -> list[list[int]]:

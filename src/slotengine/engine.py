@@ -460,13 +460,7 @@ class Engine:
             raise err(f"unknown {table.kind} {name!r}") from None
 
     def _booking_id(self, booking: object) -> int:
-        if type(booking) is not int:
-            if isinstance(booking, bool) or not isinstance(booking, (int, np.integer)):
-                raise InvalidType(f"booking must be an int id, not {type(booking).__name__}")
-            booking = int(booking)
-        if not 0 <= booking < self._core.n_bookings:
-            raise UnknownBooking(f"unknown booking {booking}")
-        return booking
+        return _int_id(booking, "booking", self._core.n_bookings, UnknownBooking)
 
     # -- booking -------------------------------------------------------------
 
@@ -818,12 +812,7 @@ class Engine:
         return out
 
     def _ticket_id(self, ticket: object) -> int:
-        if isinstance(ticket, (bool, float)) or not isinstance(ticket, (int, np.integer)):
-            raise InvalidType(f"ticket must be an int id, not {type(ticket).__name__}")
-        ticket = int(ticket)
-        if not 0 <= ticket < self._core.n_tickets:
-            raise UnknownTicket(f"unknown ticket {ticket}")
-        return ticket
+        return _int_id(ticket, "ticket", self._core.n_tickets, UnknownTicket)
 
     def cancel_ticket(self, ticket: int, *, account: str, now: object) -> Any:
         """Withdraw a queued request; tickets behind it move forward."""
@@ -909,12 +898,8 @@ class Engine:
         return self._core.join_waitlist(a, p, ses, c, klass, until, t)
 
     def _request_id(self, request: object) -> int:
-        if isinstance(request, (bool, float)) or not isinstance(request, (int, np.integer)):
-            raise InvalidType(f"request must be an int id, not {type(request).__name__}")
-        request = int(request)
-        if not 0 <= request < self._core.n_requests:
-            raise UnknownRequest(f"unknown waitlist request {request}")
-        return request
+        return _int_id(request, "request", self._core.n_requests, UnknownRequest,
+                       "waitlist request")
 
     def cancel_waitlist(self, request: int, *, account: str, now: object) -> Any:
         """Withdraw an open waitlist request (status CANCELLED); requests behind it move up."""
@@ -1149,6 +1134,17 @@ def _new_event(fields: tuple) -> Event:
 
 def _names_or_none(ids: np.ndarray, names: list[str]) -> list[str | None]:
     return [names[i] if i >= 0 else None for i in ids.tolist()]
+
+
+def _int_id(value: object, kind: str, n: int, err: type, label: str | None = None) -> int:
+    """A dense id the backend issued (``0 <= id < n``): an int, else InvalidType; else ``err``."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidType(f"{kind} must be an int id, not {type(value).__name__}")
+        value = int(value)  # type: ignore[arg-type]
+    if not 0 <= value < n:  # type: ignore[operator]
+        raise err(f"unknown {label or kind} {value}")
+    return value  # type: ignore[return-value]
 
 
 def _int(value: object, name: str, lo: int, hi: int) -> int:

@@ -536,6 +536,14 @@ def _id(value: object, name: str) -> int:
         raise InvalidType(f"{name} must be an int, not {type(value).__name__}") from None
 
 
+def _index(value: object, name: str, n: int, err: type, label: str | None = None) -> int:
+    """An id in ``0..n-1``: ``_id`` checks its type, ``err`` names one out of range."""
+    i = _id(value, name)
+    if not 0 <= i < n:
+        raise err(f"unknown {label or name} {i}")
+    return i
+
+
 def _int(value: object, name: str) -> int:
     """An int value: like ``_id``, and it must fit in int64 (else InvalidArgument)."""
     v = _id(value, name)
@@ -814,45 +822,25 @@ class Core:
     # -- validation helpers (raise, change nothing) ----------------------------
 
     def _session(self, session: object) -> _Session:
-        s = _id(session, "session")
-        if not 0 <= s < len(self._sessions):
-            raise UnknownSession(f"unknown session {s}")
-        return self._sessions[s]
+        return self._sessions[_index(session, "session", len(self._sessions), UnknownSession)]
 
     def _booking(self, booking: object) -> _Booking:
-        b = _id(booking, "booking")
-        if not 0 <= b < len(self._bookings):
-            raise UnknownBooking(f"unknown booking {b}")
-        return self._bookings[b]
+        return self._bookings[_index(booking, "booking", len(self._bookings), UnknownBooking)]
 
     def _patient(self, patient: object) -> _Patient:
-        p = _id(patient, "patient")
-        if not 0 <= p < len(self._patients):
-            raise UnknownPatient(f"unknown patient {p}")
-        return self._patients[p]
+        return self._patients[_index(patient, "patient", len(self._patients), UnknownPatient)]
 
     def _check_account(self, account: object) -> int:
-        a = _id(account, "account")
-        if not 0 <= a < len(self._accounts):
-            raise UnknownAccount(f"unknown account {a}")
-        return a
+        return _index(account, "account", len(self._accounts), UnknownAccount)
 
     def _check_channel(self, channel: object) -> int:
-        c = _id(channel, "channel")
-        if not 0 <= c < self._policy.n_channels:
-            raise UnknownChannel(f"unknown channel {c}")
-        return c
+        return _index(channel, "channel", self._policy.n_channels, UnknownChannel)
 
     def _ticket(self, ticket: object) -> _Ticket:
-        t = _id(ticket, "ticket")
-        if not 0 <= t < len(self._tickets):
-            raise UnknownTicket(f"unknown ticket {t}")
-        return self._tickets[t]
+        return self._tickets[_index(ticket, "ticket", len(self._tickets), UnknownTicket)]
 
     def _request(self, request: object) -> _Request:
-        r = _id(request, "request")
-        if not 0 <= r < len(self._requests):
-            raise UnknownRequest(f"unknown waitlist request {r}")
+        r = _index(request, "request", len(self._requests), UnknownRequest, "waitlist request")
         return self._requests[r]
 
     def _kind_key(self, kind: object, key: object) -> tuple[int, int]:
