@@ -76,6 +76,7 @@ class Core:
         channels: dict[str, int],
         slow_book: Callable[[Any, Any, Any, Any, Any, Any], Any],
         slow_cancel: Callable[[Any, Any, Any], Any] | None = None,
+        account_names: list[str] | None = None,
     ) -> None: ...
     def book_named(
         self,

@@ -37,6 +37,7 @@ memory stays close to live memory; ``memory_usage()`` reports it.
 """
 
 cimport cython
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
@@ -144,6 +145,7 @@ cdef class Core:
 
     # -- the Engine's intern dicts, for book_named (see bind_names) --
     cdef dict _acc_ids, _pat_ids, _ses_ids, _chan_ids
+    cdef list _acc_names              # account id -> name (the Engine's list; None: unbound)
     cdef object _slow_book, _slow_cancel
 
     # -- policy (read once from CorePolicy) --
@@ -1292,16 +1294,19 @@ cdef class Core:
         return r
 
     def bind_names(self, dict accounts, dict patients, dict sessions, dict channels,
-                   slow_book, slow_cancel=None):
+                   slow_book, slow_cancel=None, list account_names=None):
         """Let ``book_named`` and ``cancel_named`` read the Engine's intern dicts
         (str -> dense id).
 
         ``slow_book(account, patient, session, channel, now, hold)`` and
         ``slow_cancel(booking, account, now)`` handle every call the fast
         paths do not: a new or bad id, a datetime, a bad ``hold``, time out of
-        range.  The dicts are shared, not copied.
+        range.  ``account_names`` (optional) is the inverse of ``accounts``
+        (``account_names[i]`` is the name with id i), for ``cancel_named``'s
+        owner check.  The dicts and the list are shared, not copied.
         """
         self._acc_ids = accounts
+        self._acc_names = account_names
         self._pat_ids = patients
         self._ses_ids = sessions
         self._chan_ids = channels
@@ -1483,8 +1488,9 @@ cdef class Core:
         an int ``now`` in range go straight to the command path; anything else
         goes to the Engine's checked ``slow_cancel(booking, account, now)``.
         """
-        cdef object a
+        cdef object a, name
         cdef long long b, t
+        cdef int32_t owner
         cdef int over_b = 0, over_t = 0
         if self._slow_cancel is None:
             raise InvalidState("cancel_named needs bind_names(..., slow_cancel=...)")
@@ -1492,25 +1498,44 @@ cdef class Core:
             return self._slow_cancel(booking, account, now)
         b = PyLong_AsLongLongAndOverflow(booking, &over_b)
         t = PyLong_AsLongLongAndOverflow(now, &over_t)
+        if (over_b or over_t or b < 0 or b >= <long long>self._bookings.size()
+                or t < self._now or t > _MAX_MS_C):
+            return self._slow_cancel(booking, account, now)
+        # Almost every cancel names the booking's own account: if account is
+        # its name (names and ids are a bijection), its id is the booking's,
+        # found with one read of the names list instead of a dict lookup (the
+        # dict's index, entry and int value are three dependent cache misses).
+        owner = self._bookings[b].account
+        self._cancel_prefetch(<int32_t>b)
+        if (type(account) is str and self._acc_names is not None
+                and owner < PyList_GET_SIZE(self._acc_names)):
+            name = <object>PyList_GET_ITEM(self._acc_names, owner)
+            if name is account or name == account:
+                return self._result_for(self._cancel(<int32_t>b, owner, t), <int32_t>b)
         try:
             a = self._acc_ids.get(account)
         except TypeError:  # an unhashable name: let the slow path name the error
             a = None
-        if (a is None or over_b or over_t or b < 0 or b >= <long long>self._bookings.size()
-                or t < self._now or t > _MAX_MS_C):
+        if a is None:
             return self._slow_cancel(booking, account, now)
         return self._result_for(self._cancel(<int32_t>b, <int32_t>a, t), <int32_t>b)
+
+    cdef inline void _cancel_prefetch(self, int32_t b) noexcept nogil:
+        """Prefetch what a cancel of b reads besides b (its owner's rows, its session):
+        independent of each other, so their cache misses overlap."""
+        cdef const Booking* bk = &self._bookings[b]
+        cdef int32_t a = bk.account
+        if self._cflag_count > 0:
+            se_prefetch(&self._accts[a])
+            se_prefetch(self._acancels.data() + <int64_t>a * self._cflag_count)
+        se_prefetch(&self._sessions[bk.session])
 
     cdef int _cancel(self, int32_t b, int32_t a, int64_t t) noexcept:
         """cancel after validation: timers, the checks, free and backfill; the packed code."""
         cdef Booking* bk
         cdef bint was_booked
         cdef int code
-        # Independent of each other: let their cache misses overlap.
-        se_prefetch(&self._bookings[b])
-        if self._cflag_count > 0:
-            se_prefetch(&self._accts[a])
-            se_prefetch(self._acancels.data() + <int64_t>a * self._cflag_count)
+        self._cancel_prefetch(b)
         self._advance(t)
         bk = &self._bookings[b]
         if bk.account != a:
