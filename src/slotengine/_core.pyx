@@ -185,18 +185,18 @@ cdef class Core:
     cdef uint64_t _rng
     cdef int64_t _seq
     cdef int64_t _n_free              # FREE slots over all sessions (book_many reserves by it)
-    # -- state --
+    # -- state (the big per-id tables use se_alloc: huge pages, see _defs.pxi) --
     cdef vector[Session] _sessions
     cdef vector[uint16_t] _q_init     # per session x channel, as given (<= capacity)
     cdef vector[uint16_t] _q_left     # per session x channel (sum <= capacity)
     cdef vector[int64_t] _release     # per session x channel
     cdef vector[int32_t] _slot_bk     # booking id, or SB_FREE / SB_BLOCKED / SB_CANCELLED
     cdef vector[uint64_t] _bits
-    cdef vector[Booking] _bookings
-    cdef vector[Patient] _patients
-    cdef vector[int64_t] _strikes     # stride _n_ban, oldest first
-    cdef vector[int64_t] _cancels     # stride _cancel_strikes, oldest first
-    cdef vector[int32_t] _acct_hist   # per account: newest booking, -1 when none
+    cdef vector[Booking, se_alloc[Booking]] _bookings
+    cdef vector[Patient, se_alloc[Patient]] _patients
+    cdef vector[int64_t, se_alloc[int64_t]] _strikes    # stride _n_ban, oldest first
+    cdef vector[int64_t, se_alloc[int64_t]] _cancels    # stride _cancel_strikes, oldest first
+    cdef vector[int32_t, se_alloc[int32_t]] _acct_hist  # per account: newest booking, -1 when none
     cdef vector[int32_t] _scratch     # distinct patients of one account (book)
     cdef vector[Timer] _timers
     cdef vector[Event] _events
@@ -207,11 +207,12 @@ cdef class Core:
     cdef vector[SessionX] _sx         # per session: drain queue, last cancel
     cdef vector[vector[int32_t]] _fair   # per session: the open cohort's fair list
     cdef vector[vector[int32_t]] _slow   # per session: the open cohort's slow list
-    cdef vector[Account] _accts       # per account: flag, block, GCRA tat
-    cdef vector[int64_t] _early       # stride _early_count, oldest first
-    cdef vector[int64_t] _acancels    # stride _cflag_count, oldest first
-    cdef vector[Mark] _pmarks         # per patient: flag and block
-    cdef vector[int32_t] _p_tq        # per patient: newest QUEUED ticket, -1 when none
+    cdef vector[Account, se_alloc[Account]] _accts      # per account: flag, block, GCRA tat
+    cdef vector[int64_t, se_alloc[int64_t]] _early      # stride _early_count, oldest first
+    cdef vector[int64_t, se_alloc[int64_t]] _acancels   # stride _cflag_count, oldest first
+    cdef vector[Mark, se_alloc[Mark]] _pmarks           # per patient: flag and block
+    # per patient: newest QUEUED ticket, -1 when none
+    cdef vector[int32_t, se_alloc[int32_t]] _p_tq
     cdef vector[Ticket] _tickets
     cdef vector[FlagRow] _flag_log
     cdef vector[int32_t] _shuf        # scratch: one cohort's tickets (lottery)
@@ -227,18 +228,20 @@ cdef class Core:
     cdef int64_t _rr_max              # 0: freed slots are FREE at once
     cdef int64_t _grace               # noshow_grace_ms, 0 off
     cdef int32_t _suspend_action
-    cdef vector[Request] _requests
+    cdef vector[Request, se_alloc[Request]] _requests
     cdef vector[uint64_t] _rq_open    # bit r set <=> request r is OPEN (a pass skips closed
                                       # FIFO entries without touching their records)
-    cdef vector[WlEntry] _wq          # pool of the class FIFOs' regions (WlQueue)
+    cdef vector[WlEntry, se_alloc[WlEntry]] _wq         # pool of the class FIFOs' regions (WlQueue)
     cdef int64_t _wq_dead             # pool entries in regions no queue owns any more
     cdef int64_t _wq_live             # entries in the queues' live ranges [head, len)
     cdef vector[WlEntry] _wq_keep     # scratch: entries a pass skipped (kept in place)
     cdef vector[WlSession] _wls       # per-session waitlist blocks, allocated lazily
     cdef vector[int32_t] _wl_of       # per session: its block, -1; empty until the first block
     cdef vector[int32_t] _wl_open     # per session: open[s] (sized with _wl_of)
-    cdef vector[int32_t] _p_rq        # per patient: newest request on its list, -1 when none
-    cdef vector[int32_t] _a_rq        # per account: newest request on its list, -1 when none
+    # per patient: newest request on its list, -1 when none
+    cdef vector[int32_t, se_alloc[int32_t]] _p_rq
+    # per account: newest request on its list, -1 when none
+    cdef vector[int32_t, se_alloc[int32_t]] _a_rq
     cdef vector[FilledRec] _filled    # booking -> request it filled, ascending bookings
     cdef vector[ReturnRec] _returns   # RERELEASE records
     cdef vector[int32_t] _rq_scratch  # snapshot of one patient's / account's OPEN requests

@@ -16,6 +16,43 @@ cdef extern from *:
         __builtin_prefetch(p);
     #endif
     }
+    /* Allocator of the big per-id tables (bookings, patients, accounts,
+       requests, queue entries): a block of 2 MB or more is 2 MB-aligned and,
+       on Linux, advised for transparent huge pages.  A command reads a few
+       rows of each at random; with 4 KB pages nearly every such read also
+       misses the TLB and walks the page tables (hundreds of MB of rows).
+       Smaller blocks come from malloc as before. */
+    #include <cstdlib>
+    #include <new>
+    #ifdef __linux__
+    #include <sys/mman.h>
+    #endif
+    template <class T> struct se_alloc {
+        typedef T value_type;
+        se_alloc() noexcept {}
+        template <class U> se_alloc(const se_alloc<U>&) noexcept {}
+        T* allocate(size_t n) {
+            const size_t huge = (size_t)1 << 21;
+            size_t bytes = n * sizeof(T);
+            void* p;
+            if (bytes >= huge) {
+                bytes = (bytes + huge - 1) & ~(huge - 1);
+                p = aligned_alloc(huge, bytes);
+    #ifdef MADV_HUGEPAGE
+                if (p) madvise(p, bytes, MADV_HUGEPAGE);   /* a hint: failure is fine */
+    #endif
+            } else {
+                p = malloc(bytes ? bytes : 1);
+            }
+            if (!p) throw std::bad_alloc();
+            return static_cast<T*>(p);
+        }
+        void deallocate(T* p, size_t) noexcept { free(p); }
+    };
+    template <class T, class U>
+    static inline bool operator==(const se_alloc<T>&, const se_alloc<U>&) { return true; }
+    template <class T, class U>
+    static inline bool operator!=(const se_alloc<T>&, const se_alloc<U>&) { return false; }
     /* Grow a vector's capacity by 1/8 (not 2x) when it must grow: memory per
        slot and per session stays within a few percent of the live size. */
     template <class V> static inline void se_grow(V& v, size_t extra, size_t div) {
@@ -26,6 +63,8 @@ cdef extern from *:
         }
     }
     """
+    cppclass se_alloc[T]:
+        pass
     int se_ctz64(unsigned long long x) noexcept nogil
     void se_prefetch "__builtin_prefetch"(const void* p) noexcept nogil
     void se_prefetch_keep(const void* p) noexcept nogil

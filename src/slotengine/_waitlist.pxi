@@ -70,7 +70,7 @@ cdef inline bint wl_has_free(Core self, const Session* s) noexcept nogil:
 
 cdef void wl_pool_compact(Core self) noexcept nogil:
     """Rebuild the FIFO pool with only the live range of every queue.  O(pool)."""
-    cdef vector[WlEntry] pool
+    cdef vector[WlEntry, se_alloc[WlEntry]] pool
     cdef size_t bi
     cdef int32_t cl, n, off
     cdef WlQueue* q
