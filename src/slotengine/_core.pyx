@@ -38,6 +38,8 @@ memory stays close to live memory; ``memory_usage()`` reports it.
 
 cimport cython
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
@@ -146,6 +148,7 @@ cdef class Core:
     # -- the Engine's intern dicts, for book_named (see bind_names) --
     cdef dict _acc_ids, _pat_ids, _ses_ids, _chan_ids
     cdef list _acc_names              # account id -> name (the Engine's list; None: unbound)
+    cdef int32_t _acc_named           # accounts [0, _acc_named) have Account.name set
     cdef object _slow_book, _slow_cancel
 
     # -- policy (read once from CorePolicy) --
@@ -383,6 +386,7 @@ cdef class Core:
         self._sx.clear()
         self._fair.clear()
         self._slow.clear()
+        self._drop_names()
         self._accts.clear()
         self._early.clear()
         self._acancels.clear()
@@ -1309,12 +1313,37 @@ cdef class Core:
         owner check.  The dicts and the list are shared, not copied.
         """
         self._acc_ids = accounts
+        self._drop_names()
         self._acc_names = account_names
         self._pat_ids = patients
         self._ses_ids = sessions
         self._chan_ids = channels
         self._slow_book = slow_book
         self._slow_cancel = slow_cancel
+
+    def __dealloc__(self):
+        self._drop_names()
+
+    cdef void _drop_names(self) noexcept:
+        """Release the names Account.name holds (_name_accounts sets them)."""
+        cdef int32_t i
+        for i in range(self._acc_named):
+            Py_XDECREF(<PyObject*>self._accts[i].name)
+            self._accts[i].name = NULL
+        self._acc_named = 0
+
+    cdef void _name_accounts(self) noexcept:
+        """Account.name for the accounts named since the last call (the names list only
+        grows): a reference to ``_acc_names[i]``, read by cancel_named.  O(new accounts)."""
+        cdef Py_ssize_t n = PyList_GET_SIZE(self._acc_names)
+        cdef PyObject* name
+        if n > <Py_ssize_t>self._accts.size():
+            n = self._accts.size()
+        while self._acc_named < n:
+            name = PyList_GET_ITEM(self._acc_names, self._acc_named)
+            Py_INCREF(<object>name)
+            self._accts[self._acc_named].name = name
+            self._acc_named += 1
 
     def book_named(self, account, patient, session, channel=None, *, now, hold=False):
         """``Engine.book`` without a Python frame: string ids looked up here, in C.
@@ -1491,7 +1520,8 @@ cdef class Core:
         an int ``now`` in range go straight to the command path; anything else
         goes to the Engine's checked ``slow_cancel(booking, account, now)``.
         """
-        cdef object a, name
+        cdef object a
+        cdef PyObject* name
         cdef long long b, t
         cdef int32_t owner
         cdef int over_b = 0, over_t = 0
@@ -1506,15 +1536,18 @@ cdef class Core:
             return self._slow_cancel(booking, account, now)
         # Almost every cancel names the booking's own account: if account is
         # its name (names and ids are a bijection), its id is the booking's,
-        # found with one read of the names list instead of a dict lookup (the
-        # dict's index, entry and int value are three dependent cache misses).
+        # found in the owner's Account row (which the cancel reads anyway)
+        # instead of by a dict lookup (the dict's index, entry and int value
+        # are three dependent cache misses).
         owner = self._bookings[b].account
         self._cancel_prefetch(<int32_t>b)
-        if (type(account) is str and self._acc_names is not None
-                and owner < PyList_GET_SIZE(self._acc_names)):
-            name = <object>PyList_GET_ITEM(self._acc_names, owner)
-            if name is account or name == account:
-                return self._result_for(self._cancel(<int32_t>b, owner, t), <int32_t>b)
+        if type(account) is str and self._acc_names is not None:
+            if self._acc_named < PyList_GET_SIZE(self._acc_names):
+                self._name_accounts()
+            if owner < self._acc_named:
+                name = <PyObject*>self._accts[owner].name
+                if name == <PyObject*>account or <object>name == account:
+                    return self._result_for(self._cancel(<int32_t>b, owner, t), <int32_t>b)
         try:
             a = self._acc_ids.get(account)
         except TypeError:  # an unhashable name: let the slow path name the error
