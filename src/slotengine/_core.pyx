@@ -25,7 +25,7 @@ Layout (see _defs.pxi for the structs):
   known at) plus fixed-stride strike and cancel times; further known
   (patient, hospital) pairs live in an open-addressing hash set (_known.pxi).
 * timers: a binary heap of (due, seq, kind, id) structs (_timers.pxi).
-* waitlist (_waitlist.pxi): 96-byte request records, per-(session, class)
+* waitlist (_waitlist.pxi): 64-byte request records (plus 24 cold bytes), per-(session, class)
   FIFOs as contiguous runs of 12-byte entries in one pool with lazy deletion
   (a bitmap of OPEN requests skips closed entries without touching them), a
   per-session block allocated on first use, and the patient's and account's
@@ -232,6 +232,7 @@ cdef class Core:
     cdef int64_t _grace               # noshow_grace_ms, 0 off
     cdef int32_t _suspend_action
     cdef vector[Request, se_alloc[Request]] _requests
+    cdef vector[RequestCold, se_alloc[RequestCold]] _rq_cold   # per request, off the fill path
     cdef vector[uint64_t] _rq_open    # bit r set <=> request r is OPEN (a pass skips closed
                                       # FIFO entries without touching their records)
     cdef vector[WlEntry, se_alloc[WlEntry]] _wq         # pool of the class FIFOs' regions (WlQueue)
@@ -329,6 +330,7 @@ cdef class Core:
         self._grace = grace
         self._suspend_action = suspend_action
         self._requests.clear()
+        self._rq_cold.clear()
         self._rq_open.clear()
         self._wq.clear()
         self._wq_dead = 0
@@ -2165,8 +2167,9 @@ cdef class Core:
 
     cdef tuple _request_tuple(self, int32_t k):
         cdef const Request* rq = &self._requests[k]
+        cdef const RequestCold* rc = &self._rq_cold[k]
         return (rq.account, rq.patient, rq.channel, rq.klass, rq.state,
-                tuple([rq.cand[i] for i in range(rq.n_cand)]), rq.created_at, rq.deadline,
+                tuple([rq.cand[i] for i in range(rq.n_cand)]), rc.created_at, rc.deadline,
                 rq.changed_at, rq.booking, rq.filled_session, rq.skip_reason)
 
     def waitlist_info(self, request):
@@ -2457,6 +2460,7 @@ cdef class Core:
             "events": self._events.capacity() * sizeof(Event),
             "known": self._known.capacity() * sizeof(uint64_t),
             "waitlist": self._requests.capacity() * sizeof(Request)
+            + self._rq_cold.capacity() * sizeof(RequestCold)
             + (self._wq.capacity() + self._wq_keep.capacity()) * sizeof(WlEntry)
             + self._wls.capacity() * sizeof(WlSession)
             + (self._wl_of.capacity() + self._wl_open.capacity() + self._p_rq.capacity()

@@ -21,7 +21,7 @@ cdef extern from *:
        on Linux, advised for transparent huge pages.  A command reads a few
        rows of each at random; with 4 KB pages nearly every such read also
        misses the TLB and walks the page tables (hundreds of MB of rows).
-       Smaller blocks come from malloc as before. */
+       Smaller blocks are 64-byte aligned. */
     #include <cstdlib>
     #include <new>
     #ifdef __linux__
@@ -41,8 +41,8 @@ cdef extern from *:
     #ifdef MADV_HUGEPAGE
                 if (p) madvise(p, bytes, MADV_HUGEPAGE);   /* a hint: failure is fine */
     #endif
-            } else {
-                p = malloc(bytes ? bytes : 1);
+            } else {   /* 64-byte aligned: a 64-byte record is one cache line */
+                p = aligned_alloc(64, bytes ? (bytes + 63) & ~(size_t)63 : 64);
             }
             if (!p) throw std::bad_alloc();
             return static_cast<T*>(p);
@@ -464,11 +464,10 @@ cdef enum:
 
 
 cdef struct Request:
-    # 96 bytes (so the first 32, what a fill check reads, share a cache line),
-    # what a fill check reads first.  Every request is on its
-    # patient's and its account's lists (singly linked through p_next / a_next,
-    # newest first) until a walk of the list finds it closed and drops it, and
-    # an OPEN one has one WlEntry in the class queue of every candidate.
+    # 64 bytes, one cache line (Core._requests is 64-byte aligned, se_alloc):
+    # what a fill check reads and a fill writes.  The rest of a request is in
+    # RequestCold.  An OPEN request has one WlEntry in the class queue of every
+    # candidate.
     int32_t account
     int32_t patient
     uint8_t state
@@ -476,15 +475,22 @@ cdef struct Request:
     uint8_t klass
     uint8_t n_cand
     int16_t skip_reason
+    int16_t unused
     int32_t cand[8]
-    int32_t p_next         # the patient's next older request on its list, -1 at the end
-    int32_t a_next         # the account's next older request on its list, -1 at the end
     int32_t booking        # -1 until FILLED
     int32_t filled_session # -1 until FILLED
+    int64_t changed_at
+
+
+cdef struct RequestCold:
+    # 24 bytes per request (Core._rq_cold), read off the fill path.  Every
+    # request is on its patient's and its account's lists (singly linked
+    # through p_next / a_next, newest first) until a walk of the list finds
+    # it closed and drops it.
     int64_t created_at
     int64_t deadline
-    int64_t changed_at
-    int64_t reserved       # padding to 96 bytes
+    int32_t p_next         # the patient's next older request on its list, -1 at the end
+    int32_t a_next         # the account's next older request on its list, -1 at the end
 
 
 cdef struct WlEntry:

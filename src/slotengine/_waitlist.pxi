@@ -3,7 +3,8 @@
 #
 # Layout:
 #
-# * requests: 96-byte records in Core._requests, on their patient's and
+# * requests: 64-byte records in Core._requests (what a pass reads and a fill
+#   writes: one cache line) and 24-byte ones in Core._rq_cold, on their patient's and
 #   their account's lists (Core._p_rq / Core._a_rq hold the newest; singly
 #   linked), and an OPEN one has an entry in the class FIFO of each candidate
 #   session.  Patient.wl says whether the patient's list is non-empty, so a
@@ -140,11 +141,11 @@ cdef int32_t wl_new_request(Core self, int32_t a, int32_t p, int32_t c, int32_t 
     """A new OPEN request on every candidate's class FIFO; pushes WL_EXPIRE.  O(n)."""
     cdef int32_t r = <int32_t>self._requests.size(), i
     cdef Request rq
+    cdef RequestCold rc
     memset(&rq, 0, sizeof(Request))
-    rq.created_at = t
-    rq.deadline = deadline
+    rc.created_at = t
+    rc.deadline = deadline
     rq.changed_at = t
-    rq.reserved = 0
     for i in range(n):
         rq.cand[i] = cands[i]
     for i in range(n, WL_MAX_CAND):
@@ -153,8 +154,8 @@ cdef int32_t wl_new_request(Core self, int32_t a, int32_t p, int32_t c, int32_t 
     rq.patient = p
     rq.booking = -1
     rq.filled_session = -1
-    rq.p_next = self._p_rq[p]
-    rq.a_next = self._a_rq[a]
+    rc.p_next = self._p_rq[p]
+    rc.a_next = self._a_rq[a]
     rq.skip_reason = 0
     rq.channel = <uint8_t>c
     rq.klass = <uint8_t>klass
@@ -165,6 +166,8 @@ cdef int32_t wl_new_request(Core self, int32_t a, int32_t p, int32_t c, int32_t 
     self._patients[p].wl = 1
     se_grow(self._requests, 1, 4)
     self._requests.push_back(rq)
+    se_grow(self._rq_cold, 1, 4)
+    self._rq_cold.push_back(rc)
     if <size_t>(r >> 6) >= self._rq_open.size():
         se_grow(self._rq_open, 1, 4)
         self._rq_open.push_back(0)
@@ -214,20 +217,20 @@ cdef void wl_open_list(Core self, int32_t key, bint by_account) noexcept nogil:
     cdef int32_t* head = &self._a_rq[key] if by_account else &self._p_rq[key]
     cdef int32_t* link = head
     cdef int32_t r
-    cdef Request* rq
+    cdef RequestCold* rc
     self._rq_scratch.clear()
     r = link[0]
     while r >= 0:
-        rq = &self._requests[r]
-        if rq.state == RQ_OPEN:
+        rc = &self._rq_cold[r]
+        if self._requests[r].state == RQ_OPEN:
             self._rq_scratch.push_back(r)
-            link = &rq.a_next if by_account else &rq.p_next
+            link = &rc.a_next if by_account else &rc.p_next
         else:
-            link[0] = rq.a_next if by_account else rq.p_next
+            link[0] = rc.a_next if by_account else rc.p_next
             if by_account:
-                rq.a_next = -1
+                rc.a_next = -1
             else:
-                rq.p_next = -1
+                rc.p_next = -1
         r = link[0]
     if not by_account and head[0] < 0:
         self._patients[key].wl = 0
@@ -879,6 +882,7 @@ cdef wl_check(Core self):
     assert self._wl_of.size() == 0 or <int64_t>self._wl_of.size() == ns, "block map size"
     assert self._wl_open.size() == self._wl_of.size()
     assert self._p_rq.size() == self._patients.size()
+    assert self._rq_cold.size() == self._requests.size()
     assert self._a_rq.size() == self._acct_hist.size()
     for r in range(<int32_t>nr):
         rq = &self._requests[r]
@@ -927,7 +931,7 @@ cdef wl_check(Core self):
                 if rq.state == RQ_OPEN:
                     n_listed += 1
                 prev = r
-                r = rq.a_next if by_account else rq.p_next
+                r = self._rq_cold[r].a_next if by_account else self._rq_cold[r].p_next
         assert n_listed == n_open, "request lists do not hold every OPEN request"
     # class FIFOs: every OPEN request once in its class queue of each candidate
     seen = set()
