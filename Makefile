@@ -22,7 +22,8 @@ build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 demo: build
-	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py && $(PY) examples/waitlist_demo.py
+	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py && $(PY) examples/waitlist_demo.py \
+		&& $(PY) examples/credit_demo.py
 
 test: build
 	$(PY) -m pytest -q

@@ -25,6 +25,7 @@ from slotengine.errors import (
     SlotEngineError,
     TimeWentBackwards,
     UnknownAccount,
+    UnknownBill,
     UnknownBooking,
     UnknownChannel,
     UnknownPatient,
@@ -546,3 +547,357 @@ def test_waitlist_unicode_ids(backend):
     assert e.session_waitlist("心内科-上午") == [0]
     assert "李四" in e.explain(request=0)
     e._check_invariants()
+
+
+# -- credit (先看病后付费) and prepaid balances (储值) -------------------------------------------
+# Run on the ``cr`` fixture (Policy.require_cover, settle_at="visit"), clock at NOW:
+#   P1: balance 10000, outpatient line; booking 0 (A1, BOOKED) holds (6000, 0): free balance 4000
+#   P2: balance 1000, outpatient line; booking 1 (A2, ARRIVED, unsettled) holds (1000, 5000)
+#   P3: outpatient line; booking 2 (A3, ARRIVED) settled 6000: bill 0 (6000 owed)
+#   P4: balance 500, no line
+
+CR_CASES: list = []
+MAX_FEN = 10**12
+
+
+def cr_case(name: str, family: list, make_call) -> None:
+    for value, exc in family:
+        CR_CASES.append(pytest.param(make_call(value), exc, id=f"{name}={_slug(value)}"))
+
+
+#: an amount of fen in 1..MAX_FEN
+BAD_FEN = [
+    (None, InvalidType), (6000.0, InvalidType), (np.float64(1.0), InvalidType), (True, InvalidType),
+    (False, InvalidType), ("6000", InvalidType), (b"1", InvalidType), (Decimal(1), InvalidType),
+    ([1], InvalidType), ((1,), InvalidType), (1 + 0j, InvalidType),
+    (0, InvalidArgument), (-1, InvalidArgument), (np.int64(0), InvalidArgument),
+    (MAX_FEN + 1, InvalidArgument), (2**63 - 1, InvalidArgument), (2**63, InvalidArgument),
+    (2**64, InvalidArgument), (10**30, InvalidArgument), (-(2**63), InvalidArgument),
+]
+#: an amount in 0..MAX_FEN (a limit, a settlement), where None is not a default
+BAD_FEN0 = [(v, x) for v, x in BAD_FEN if not (x is InvalidArgument and v == 0)]
+#: a known patient
+BAD_PATIENT = BAD_ID + [("nobody", UnknownPatient), ("A1", UnknownPatient),
+                        ("张三", UnknownPatient), ("p1", UnknownPatient)]
+BAD_CR_NOW = BAD_NOW + [(None, InvalidType)]
+#: a booking id (three bookings exist: 0, 1, 2)
+BAD_CR_BOOKING = [
+    (None, InvalidType), (1.0, InvalidType), (True, InvalidType), (False, InvalidType),
+    ("1", InvalidType), (b"1", InvalidType), ([1], InvalidType), (Decimal(1), InvalidType),
+    (-1, UnknownBooking), (3, UnknownBooking), (np.int64(3), UnknownBooking),
+    (2**31, UnknownBooking), (2**63, UnknownBooking), (10**30, UnknownBooking),
+]
+BAD_BILL = [
+    (None, InvalidType), (0.0, InvalidType), (True, InvalidType), (False, InvalidType),
+    ("0", InvalidType), (b"0", InvalidType), ([0], InvalidType), (Decimal(0), InvalidType),
+    (-1, UnknownBill), (1, UnknownBill), (np.int64(1), UnknownBill), (2**31, UnknownBill),
+    (2**63, UnknownBill), (-(2**63), UnknownBill), (10**30, UnknownBill),
+]
+BAD_KIND = [
+    (None, InvalidType), (1, InvalidType), (se.LineKind.OUTPATIENT, InvalidType),
+    (b"outpatient", InvalidType), (["outpatient"], InvalidType), (True, InvalidType),
+    ("Outpatient", InvalidArgument), ("OUTPATIENT", InvalidArgument), ("", InvalidArgument),
+    ("outpatient ", InvalidArgument), ("门诊", InvalidArgument), ("1", InvalidArgument),
+]
+
+for _who, _pat in {"known": "P1", "new": "P9"}.items():
+    # a new patient is registered only once everything is valid
+    cr_case(f"top_up[{_who}].amount", BAD_FEN,
+            lambda v, p=_pat: lambda e: e.credit.top_up(p, v, now=NOW))
+    cr_case(f"top_up[{_who}].now", BAD_CR_NOW,
+            lambda v, p=_pat: lambda e: e.credit.top_up(p, 100, now=v))
+    cr_case(f"open_line[{_who}].kind", BAD_KIND,
+            lambda v, p=_pat: lambda e: e.credit.open_line(p, kind=v, now=NOW))
+    cr_case(f"open_line[{_who}].limit", [(v, x) for v, x in BAD_FEN0 if v is not None],
+            lambda v, p=_pat: lambda e: e.credit.open_line(p, limit=v, now=NOW))
+    cr_case(f"open_line[{_who}].now", BAD_CR_NOW,
+            lambda v, p=_pat: lambda e: e.credit.open_line(p, now=v))
+cr_case("top_up.patient", BAD_ID, lambda v: lambda e: e.credit.top_up(v, 100, now=NOW))
+cr_case("open_line.patient", BAD_ID, lambda v: lambda e: e.credit.open_line(v, now=NOW))
+cr_case("open_line.state", [("P1", InvalidState), ("P2", InvalidState), ("P3", InvalidState)],
+        lambda v: lambda e: e.credit.open_line(v, kind="inpatient", now=NOW))
+
+cr_case("refund.patient", BAD_PATIENT, lambda v: lambda e: e.credit.refund(v, 100, now=NOW))
+cr_case("refund.amount", BAD_FEN + [(4001, InvalidArgument), (10000, InvalidArgument)],
+        lambda v: lambda e: e.credit.refund("P1", v, now=NOW))
+cr_case("refund.amount[P3]", [(1, InvalidArgument)],  # no balance at all
+        lambda v: lambda e: e.credit.refund("P3", v, now=NOW))
+cr_case("refund.now", BAD_CR_NOW, lambda v: lambda e: e.credit.refund("P1", 100, now=v))
+
+cr_case("close_line.patient", BAD_PATIENT, lambda v: lambda e: e.credit.close_line(v, now=NOW))
+# P2 holds credit, P3 owes, P4 never had a line
+cr_case("close_line.state", [("P2", InvalidState), ("P3", InvalidState), ("P4", InvalidState)],
+        lambda v: lambda e: e.credit.close_line(v, now=NOW))
+cr_case("close_line.now", BAD_CR_NOW, lambda v: lambda e: e.credit.close_line("P2", now=v))
+
+cr_case("set_limit.patient", BAD_PATIENT, lambda v: lambda e: e.credit.set_limit(v, 100, now=NOW))
+cr_case("set_limit.limit", BAD_FEN0 + [(-5, InvalidArgument)],
+        lambda v: lambda e: e.credit.set_limit("P1", v, now=NOW))
+cr_case("set_limit.state", [("P4", InvalidState)],
+        lambda v: lambda e: e.credit.set_limit(v, 100, now=NOW))
+cr_case("set_limit.now", BAD_CR_NOW, lambda v: lambda e: e.credit.set_limit("P1", 100, now=v))
+
+cr_case("set_score.patient", BAD_PATIENT, lambda v: lambda e: e.credit.set_score(v, 700, now=NOW))
+cr_case("set_score.score", [
+    (None, InvalidType), (700.0, InvalidType), (True, InvalidType), ("700", InvalidType),
+    (b"700", InvalidType), ([700], InvalidType), (Decimal(700), InvalidType),
+    (-1, InvalidArgument), (10_001, InvalidArgument), (2**63, InvalidArgument),
+    (10**30, InvalidArgument),
+], lambda v: lambda e: e.credit.set_score("P1", v, now=NOW))
+cr_case("set_score.state", [("P4", InvalidState)],
+        lambda v: lambda e: e.credit.set_score(v, 700, now=NOW))
+cr_case("set_score.now", BAD_CR_NOW, lambda v: lambda e: e.credit.set_score("P1", 700, now=v))
+
+cr_case("repay.patient", BAD_PATIENT, lambda v: lambda e: e.credit.repay(v, 100, now=NOW))
+cr_case("repay.amount", BAD_FEN + [(6001, InvalidArgument)],
+        lambda v: lambda e: e.credit.repay("P3", v, now=NOW))
+cr_case("repay.nothing_owed", [("P1", InvalidArgument), ("P2", InvalidArgument),
+                               ("P4", InvalidArgument)],
+        lambda v: lambda e: e.credit.repay(v, 1, now=NOW))
+cr_case("repay.now", BAD_CR_NOW, lambda v: lambda e: e.credit.repay("P3", 100, now=v))
+
+cr_case("settle.booking", BAD_CR_BOOKING, lambda v: lambda e: e.credit.settle(v, 100, now=NOW))
+cr_case("settle.booking[default]", BAD_CR_BOOKING, lambda v: lambda e: e.credit.settle(v, now=NOW))
+# (amount None means what the booking holds)
+cr_case("settle.amount", [(v, x) for v, x in BAD_FEN0 if v is not None],
+        lambda v: lambda e: e.credit.settle(1, v, now=NOW))
+cr_case("settle.now", BAD_CR_NOW, lambda v: lambda e: e.credit.settle(1, 100, now=v))
+cr_case("settle.now[default]", BAD_CR_NOW, lambda v: lambda e: e.credit.settle(1, now=v))
+# booked (not arrived), and already settled
+cr_case("settle.state", [(0, InvalidState), (2, InvalidState)],
+        lambda v: lambda e: e.credit.settle(v, 100, now=NOW))
+cr_case("settle.state[default]", [(0, InvalidState), (2, InvalidState)],
+        lambda v: lambda e: e.credit.settle(v, now=NOW))
+
+# arguments are checked left to right, types before values, then now, then the state
+_ORDER = [
+    (lambda e: e.credit.top_up("", 1.5, now=NOW - 1), InvalidArgument),
+    (lambda e: e.credit.top_up("P9", -1, now=1.5), InvalidArgument),
+    (lambda e: e.credit.top_up("P9", 1, now=NOW - 1), TimeWentBackwards),
+    (lambda e: e.credit.refund("nobody", 1.5, now=NOW - 1), UnknownPatient),
+    (lambda e: e.credit.refund("P1", 1.5, now=NOW - 1), InvalidType),
+    (lambda e: e.credit.open_line("P9", kind=1, limit=-5, now=NOW - 1), InvalidType),
+    (lambda e: e.credit.open_line("P9", kind="x", limit=1.5, now=NOW - 1), InvalidArgument),
+    (lambda e: e.credit.open_line("P9", limit=-5, now=1.5), InvalidArgument),
+    (lambda e: e.credit.open_line("P1", limit=-5, now=NOW), InvalidArgument),
+    (lambda e: e.credit.open_line("P1", now=NOW - 1), TimeWentBackwards),
+    (lambda e: e.credit.close_line("P2", now=NOW - 1), TimeWentBackwards),
+    (lambda e: e.credit.set_limit("P4", 1.5, now=NOW), InvalidType),
+    (lambda e: e.credit.set_limit("P4", 100, now=NOW - 1), TimeWentBackwards),
+    (lambda e: e.credit.set_score("P4", 700.0, now=NOW), InvalidType),
+    (lambda e: e.credit.set_score("P4", 700, now=NOW - 1), TimeWentBackwards),
+    (lambda e: e.credit.repay("nobody", 0, now=NOW), UnknownPatient),
+    (lambda e: e.credit.repay("P3", 0, now=NOW - 1), InvalidArgument),
+    (lambda e: e.credit.settle(99, 1.5, now=NOW - 1), UnknownBooking),
+    (lambda e: e.credit.settle(0, 1.5, now=NOW - 1), InvalidType),
+    (lambda e: e.credit.settle(0, -1, now=NOW - 1), InvalidArgument),
+    (lambda e: e.credit.settle(0, 1, now=NOW - 1), TimeWentBackwards),
+    (lambda e: e.credit.settle(2, now=NOW - 1), TimeWentBackwards),
+    (lambda e: e.credit.check("nobody", 0), UnknownPatient),
+]
+for _i, (_call, _exc) in enumerate(_ORDER):
+    CR_CASES.append(pytest.param(_call, _exc, id=f"order[{_i}]"))
+
+# introspection
+cr_case("check.patient", BAD_PATIENT, lambda v: lambda e: e.credit.check(v, 100))
+cr_case("check.amount", BAD_FEN, lambda v: lambda e: e.credit.check("P1", v))
+for _cmd in ("available", "line", "statement", "bills"):
+    cr_case(f"{_cmd}.patient", BAD_PATIENT, lambda v, c=_cmd: lambda e: getattr(e.credit, c)(v))
+cr_case("bill", BAD_BILL, lambda v: lambda e: e.credit.bill(v))
+cr_case("movements.patient", [(v, x) for v, x in BAD_PATIENT if v is not None],
+        lambda v: lambda e: e.credit.movements(v))
+cr_case("movements.start", [
+    (None, InvalidType), (1.0, InvalidType), (True, InvalidType), ("0", InvalidType),
+    ([0], InvalidType), (-1, InvalidArgument), (2**63, InvalidArgument), (10**30, InvalidArgument),
+], lambda v: lambda e: e.credit.movements(start=v))
+cr_case("movements.start[P1]", [(-1, InvalidArgument), (0.0, InvalidType)],
+        lambda v: lambda e: e.credit.movements("P1", start=v))
+
+
+@pytest.fixture
+def cr(backend: str) -> se.Engine:
+    e = se.Engine(policy=se.Policy(require_cover=True, settle_at="visit"), seed=1, backend=backend)
+    e.add_session("S1", hospital="H1", department="Cardiology", doctor="Dr Li", starts_at=START,
+                  capacity=4, fee=6000, release={"app": T0})
+    for p, bal in (("P1", 10000), ("P2", 1000), ("P3", 0), ("P4", 500)):
+        if bal:
+            e.credit.top_up(p, bal, now=T1)
+        if p != "P4":
+            e.credit.open_line(p, now=T1)
+    for i in range(3):
+        assert e.book(f"A{i + 1}", f"P{i + 1}", "S1", now=T1).booking == i
+    e.check_in(1, now=T1)
+    e.check_in(2, now=T1)
+    assert e.credit.settle(2, 6000, now=T1).bill == 0
+    e.advance(NOW)
+    assert [e.booking(b).held_balance + e.booking(b).held_credit for b in range(3)] == [
+        6000, 6000, 0]
+    assert e.credit.available("P1") == 34000 and e.credit.line("P3").used == 6000
+    return e
+
+
+@pytest.mark.parametrize("call, exc", CR_CASES)
+def test_credit_bad_input_raises_typed_error_and_changes_nothing(cr, call, exc):
+    before = snapshot(cr)
+    commands = cr.commands
+    statements = [cr.credit.statement(p) for p in ("P1", "P2", "P3", "P4")]
+    with pytest.raises(exc) as info:
+        call(cr)
+    assert type(info.value) is exc, repr(info.value)
+    assert isinstance(info.value, SlotEngineError)
+    assert str(info.value)
+    assert snapshot(cr) == before
+    assert cr.commands == commands  # a raised error is not a command
+    assert [cr.credit.statement(p) for p in ("P1", "P2", "P3", "P4")] == statements
+    cr._check_invariants()
+    # and the engine still works afterwards
+    assert cr.credit.top_up("P9", 1, now=NOW) == 1
+    s = cr.credit.settle(1, now=NOW)
+    assert (s.ok, s.from_balance, s.from_credit, s.bill) == (True, 1000, 5000, 1)
+    assert [b.id for b in cr.credit.repay("P3", 6000, now=NOW)] == [0]
+    cr._check_invariants()
+
+
+def test_credit_valid_edges(backend):
+    """Boundary values that are valid: the largest amounts, np ints, unicode ids, start past the end."""
+    e = se.Engine(policy=se.Policy(require_cover=True), backend=backend)
+    assert e.credit.top_up("张三", MAX_FEN, now=T0) == MAX_FEN
+    assert e.credit.top_up("张三", np.int64(5), now=np.int64(T0)) == MAX_FEN + 5
+    assert e.credit.refund("张三", np.int64(5), now=T0) == MAX_FEN
+    assert e.credit.refund("张三", MAX_FEN, now=T0) == 0
+    line = e.credit.open_line("李四", kind="inpatient", limit=MAX_FEN, now=T0)
+    assert (line.kind, line.limit, line.available) == ("inpatient", MAX_FEN, MAX_FEN)
+    assert e.credit.set_limit("李四", 0, now=T0) == 0
+    assert e.credit.set_score("李四", 10_000, now=T0) == 1_000_000
+    assert e.credit.set_score("李四", 0, now=T0) == 100_000
+    assert e.credit.check("李四", MAX_FEN).reason == se.Reason.NO_COVER
+    assert e.credit.check("李四", 100_000) == se.Cover(True, se.Reason.NONE, 0, 100_000)
+    assert e.credit.open_line("王五", limit=0, now=T0).limit == 0
+    assert e.credit.movements(start=2**63 - 1) == []
+    assert len(e.credit.movements(start=0)) == 4
+    assert e.credit.movements("王五") == [] and e.credit.bills("王五") == []
+    assert e.credit.statement("王五").line.state == se.LineState.OPEN
+    names = e.dump()["names"]["patients"]
+    assert names == ["张三", "李四", "王五"]
+    assert e.credit.movements("张三")[0].patient == "张三"
+    e._check_invariants()
+
+
+@pytest.mark.parametrize("field", ["credit_raise_after", "bill_due_days", "bill_notice_days"])
+@pytest.mark.parametrize("value, exc", [
+    (None, InvalidType), (10.0, InvalidType), (True, InvalidType), ("10", InvalidType),
+    (b"10", InvalidType), ([10], InvalidType), (Decimal(10), InvalidType),
+    (-1, PolicyError), (2**63, PolicyError), (10**30, PolicyError), (-(2**63), PolicyError),
+])
+def test_policy_credit_int_fields_reject_junk(field, value, exc):
+    with pytest.raises(exc) as info:
+        se.Policy(**{field: value})
+    assert type(info.value) is exc and isinstance(info.value, SlotEngineError)
+
+
+@pytest.mark.parametrize("value", [None, 1, 0, "yes", b"", [True], 1.0])
+def test_policy_require_cover_rejects_junk(value):
+    with pytest.raises(InvalidType):
+        se.Policy(require_cover=value)
+
+
+_TERMS = {"outpatient": (30_000, 10_000, 100_000, 10_000),
+          "inpatient": (500_000, 100_000, 2_000_000, 100_000)}
+
+
+def _lines(**kw: object) -> dict:
+    return {**_TERMS, **kw}
+
+
+@pytest.mark.parametrize("kw, exc", [
+    (dict(settle_at=None), InvalidType), (dict(settle_at=1), InvalidType),
+    (dict(settle_at=b"visit"), InvalidType), (dict(settle_at=["visit"]), InvalidType),
+    (dict(settle_at="checkin"), PolicyError), (dict(settle_at="VISIT"), PolicyError),
+    (dict(settle_at=""), PolicyError), (dict(settle_at="check_in "), PolicyError),
+    (dict(credit_raise_after=1001), PolicyError),
+    (dict(bill_due_days=0), PolicyError), (dict(bill_due_days=3661), PolicyError),
+    (dict(bill_notice_days=3661), PolicyError),
+    (dict(bill_notice_days=30), PolicyError),  # not before the due date (default 30)
+    (dict(bill_due_days=5, bill_notice_days=6), PolicyError),
+    (dict(credit_lines=None), InvalidType), (dict(credit_lines=list(_TERMS.items())), InvalidType),
+    (dict(credit_lines={"outpatient": _TERMS["outpatient"]}), PolicyError),
+    (dict(credit_lines=_lines(dental=(1, 1, 1, 1))), PolicyError),
+    (dict(credit_lines={}), PolicyError),
+    (dict(credit_lines=_lines(outpatient=(1, 1, 1))), InvalidType),
+    (dict(credit_lines=_lines(outpatient=None)), InvalidType),
+    (dict(credit_lines=_lines(outpatient="30000")), InvalidType),
+    (dict(credit_lines=_lines(outpatient=(30000.0, 10000, 100000, 10000))), InvalidType),
+    (dict(credit_lines=_lines(outpatient=(30000, True, 100000, 10000))), InvalidType),
+    (dict(credit_lines=_lines(outpatient=(30000, 10000, 100000, None))), InvalidType),
+    (dict(credit_lines=_lines(outpatient=(5000, 10000, 100000, 10000))), PolicyError),  # start < floor
+    (dict(credit_lines=_lines(outpatient=(200000, 10000, 100000, 10000))), PolicyError),  # > ceiling
+    (dict(credit_lines=_lines(outpatient=(30000, -1, 100000, 10000))), PolicyError),
+    (dict(credit_lines=_lines(outpatient=(30000, 10000, 100000, -1))), PolicyError),
+    (dict(credit_lines=_lines(inpatient=(1, 1, 10**12 + 1, 1))), PolicyError),
+    (dict(credit_lines=_lines(inpatient=(1, 1, 1, 10**12 + 1))), PolicyError),
+    (dict(credit_lines=_lines(inpatient=(2**63, 1, 2**64, 1))), PolicyError),
+    (dict(credit_score_tiers=None), InvalidType), (dict(credit_score_tiers="350:50"), InvalidType),
+    (dict(credit_score_tiers={(350, 50)}), InvalidType),
+    (dict(credit_score_tiers=((350,),)), PolicyError),
+    (dict(credit_score_tiers=((350, 50, 1),)), PolicyError),
+    (dict(credit_score_tiers=(350, 50)), PolicyError),
+    (dict(credit_score_tiers=((350.0, 50),)), PolicyError),
+    (dict(credit_score_tiers=((350, True),)), PolicyError),
+    (dict(credit_score_tiers=((-1, 50),)), PolicyError),
+    (dict(credit_score_tiers=((350, 10_001),)), PolicyError),
+    (dict(credit_score_tiers=((10_001, 50),)), PolicyError),
+    (dict(credit_score_tiers=((550, 100), (350, 50))), PolicyError),  # must ascend
+    (dict(credit_score_tiers=((350, 50), (350, 60))), PolicyError),
+])
+def test_policy_credit_fields_reject_junk(kw, exc):
+    with pytest.raises(exc) as info:
+        se.Policy(**kw)
+    assert type(info.value) is exc and isinstance(info.value, SlotEngineError)
+    assert "Policy." in str(info.value)
+
+
+@pytest.mark.parametrize("tiers", [(), []])
+def test_policy_empty_score_tiers_are_a_policy_error(tiers):
+    with pytest.raises(PolicyError):
+        se.Policy(credit_score_tiers=tiers)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(require_cover=True), dict(settle_at="visit"), dict(settle_at="check_in"),
+    dict(credit_raise_after=0), dict(credit_raise_after=1000),
+    dict(bill_due_days=1, bill_notice_days=0), dict(bill_due_days=3660, bill_notice_days=3659),
+    dict(credit_lines=_lines(outpatient=(0, 0, 0, 0))),
+    dict(credit_lines=_lines(inpatient=[10**12, 10**12, 10**12, 10**12])),
+    dict(credit_lines={"inpatient": se.CreditTerms(1, 1, 1, 0), "outpatient": (5, 1, 9, 2)}),
+    dict(credit_score_tiers=((0, 0),)), dict(credit_score_tiers=[[10_000, 10_000]]),
+])
+def test_policy_credit_boundaries_are_accepted(kw, backend):
+    p = se.Policy(**kw)
+    c = p.compile()
+    assert c.cover is p.require_cover and c.settle_at_check_in is (p.settle_at == "check_in")
+    assert c.credit_terms == tuple(tuple(p.credit_lines[k]) for k in ("outpatient", "inpatient"))
+    assert (c.credit_raise_after, c.bill_due_ms, c.bill_notice_ms) == (
+        p.credit_raise_after, p.bill_due_days * DAY, p.bill_notice_days * DAY)
+    assert all(type(x) is int for row in c.credit_terms for x in row)
+    se.Engine(policy=p, backend=backend)._check_invariants()
+
+
+def test_policy_credit_defaults_and_copies():
+    p = se.Policy()
+    assert (p.require_cover, p.settle_at, p.credit_raise_after) == (False, "check_in", 3)
+    assert (p.bill_due_days, p.bill_notice_days) == (30, 3)
+    assert dict(p.credit_lines) == {"outpatient": se.CreditTerms(30_000, 10_000, 100_000, 10_000),
+                                    "inpatient": se.CreditTerms(500_000, 100_000, 2_000_000,
+                                                                100_000)}
+    assert p.credit_score_tiers == ((350, 50), (550, 100), (650, 150), (750, 200))
+    lines = dict(_TERMS)
+    q = se.Policy(credit_lines=lines, credit_score_tiers=[[0, 10], [500, 90]])
+    lines["outpatient"] = (1, 1, 1, 1)
+    assert q.credit_lines["outpatient"] == se.CreditTerms(30_000, 10_000, 100_000, 10_000)
+    assert q.credit_score_tiers == ((0, 10), (500, 90))
+    with pytest.raises(TypeError):
+        q.credit_lines["outpatient"] = (1, 1, 1, 1)  # type: ignore[index]
+    c = se.Policy(require_cover=True, settle_at="visit", bill_due_days=10,
+                  bill_notice_days=0).compile()
+    assert (c.cover, c.settle_at_check_in, c.bill_due_ms, c.bill_notice_ms) == (
+        True, False, 10 * DAY, 0)

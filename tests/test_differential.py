@@ -18,13 +18,23 @@ re-release delays (min != max, so the generator is drawn), no-show grace, small
 caps and every suspend action; ``waitlist_info``, ``session_waitlist`` and
 ``booking_request`` are compared with the rest.
 
+Credit (issue 5) gets rules for every money command (top_up, refund, open_line,
+close_line, set_limit, repay, settle, and a ``visit`` that confirms, checks in and
+settles), with amounts that sometimes cover and sometimes do not, and bad ones;
+``POLICY_OPTIONS`` draws ``cover``, ``settle_at_check_in``, small credit terms and
+short bill periods, so that ``jump`` crosses bill notices and due dates.  Wallets,
+covers, bills, the ledger and ``ncmd`` are compared with the rest.
+
 ``TestDifferential`` runs core vs reference; ``TestReferenceSelf`` runs the
 reference against a second reference instance (determinism, and the
 reference's own invariants, on their own); ``TestWaitlistDifferential`` runs
 core vs reference on a waitlist-focused world (no release cohorts, sessions
 that stay open, shared doctors and departments, bursts of waitlist-heavy
-commands from a seeded generator).  Settings come from the loaded hypothesis
-profile (tests/conftest.py).  ``test_waitlist_soak`` runs the same bursts from
+commands from a seeded generator); ``TestCreditDifferential`` runs core vs
+reference on a credit-focused world (cover on mostly, small fees, bursts of
+money-heavy commands).  Settings come from the loaded hypothesis profile
+(tests/conftest.py).  ``test_credit_soak`` runs money bursts from fixed seeds and
+asserts that they reach every credit event and both credit reasons.  ``test_waitlist_soak`` runs the same bursts from
 fixed seeds, outside hypothesis, and asserts that they reach every waitlist
 path (fills, skips, expiries, moves, re-releases, no-show releases).
 """
@@ -58,6 +68,7 @@ MAX_PATIENTS = 8
 MAX_ACCOUNTS = 8
 MAX_SESSIONS = 4
 LIVE = (int(BookingState.HELD), int(BookingState.BOOKED))
+ARRIVED = int(BookingState.ARRIVED)
 COUNTED = (int(BookingState.HELD), int(BookingState.BOOKED), int(BookingState.ARRIVED),
            int(BookingState.NO_SHOW))
 OCCUPIED = (int(SlotState.HELD), int(SlotState.BOOKED), int(SlotState.ARRIVED),
@@ -102,7 +113,17 @@ POLICY_OPTIONS: dict[str, list] = dict(  # noqa: C408 -- reads like CorePolicy(.
     wl_session_cap=[1, 2, 3, 1000],
     noshow_grace_ms=[0, 0, 2, 15],
     suspend_action=[0, 1, 2],
+    # credit (issue 5): small terms (fen) and short bills, so that covers sometimes fail,
+    # limits move and bills fall due within a run
+    cover=[False, False, True],
+    settle_at_check_in=[True, True, False],
+    credit_terms=[((300, 100, 600, 100), (2000, 500, 5000, 500)),
+                  ((0, 0, 400, 200), (1000, 1000, 1000, 0))],
+    credit_raise_after=[0, 1, 2, 3],
+    bill_due_ms=[20, 60, 300],
+    bill_notice_ms=[0, 5, 15],
 )
+MAX_FEN = 10**12
 # (min, max) re-release delays; min != max draws from the engine generator.
 RERELEASES = [(0, 0), (0, 0), (4, 4), (0, 10), (3, 30)]
 policies = st.tuples(
@@ -153,11 +174,12 @@ class _Differential(RuleBasedStateMachine):
 
     Fast: type = RefCore
     FOCUS = False  # True: the waitlist-focused variant (see _WaitlistFocus)
+    CREDIT = False  # True: the credit-focused variant (see _CreditFocus)
     MAX_SESSIONS = MAX_SESSIONS
     # add_session's ranges: times in ms after now (release, start, length), department
     # labels, doctor labels to choose from, the largest quota per channel
     SHAPE: ClassVar[dict] = {"release": (-5, 60), "start_in": (0, 200), "length": (1, 400),
-             "department": (0, 1), "doctor": (-1, 0, 1), "quota": 3}
+             "department": (0, 1), "doctor": (-1, 0, 1), "quota": 3, "fee": (0, 10**6)}
 
     # -- setup -----------------------------------------------------------------
 
@@ -208,6 +230,10 @@ class _Differential(RuleBasedStateMachine):
             return None
         self._compare(method, out[0], out[1])
         self._compare_events()
+        if isinstance(out[1], RefResult):
+            SEEN.add(("reason", int(out[1].reason)))
+        elif method == "settle":
+            SEEN.add(("reason", out[1][0] >> 8))
         return out[0], out[1]
 
     def _compare(self, method: str, got: object, want: object) -> None:
@@ -310,7 +336,7 @@ class _Differential(RuleBasedStateMachine):
         cutoff_at = max(0, starts_at - pick(-10, 100, "cutoff_lead"))
         self._call("add_session", pick(0, 2, "hospital"), pick(*shape["department"], "department"),
                    pick(0, 2, "tier"), pick(0, 1, "day"), starts_at, end_at, rollover_at,
-                   cutoff_at, slot_ms, sum(quotas), pick(0, 10**6, "fee"), quotas, release, t,
+                   cutoff_at, slot_ms, sum(quotas), pick(*shape["fee"], "fee"), quotas, release, t,
                    shape["doctor"][pick(0, len(shape["doctor"]) - 1, "doctor")])
 
     @precondition(has_sessions)
@@ -520,6 +546,176 @@ class _Differential(RuleBasedStateMachine):
                 self._call("suspend", s, t)
             elif op in ("block_slot", "unblock_slot"):
                 self._call(op, s, rnd.randint(1, self.ref.session_flags(s)[3]), t)
+            for eng in (self.fast, self.ref):
+                eng._check_invariants()
+
+    # -- credit and prepaid balances (issue 5) -----------------------------------------
+
+    def _patient(self, data: st.DataObject) -> int:
+        return data.draw(st.integers(0, self.n_patients - 1), label="patient")
+
+    def _fen(self, data: st.DataObject, lo: int = 1, most: int = 0) -> object:
+        """An amount of fen: mostly up to ``most`` (when given) or small, sometimes fee-sized
+        or large, rarely invalid (out of range, a float, a bool)."""
+        draw = data.draw
+        shape = draw(st.integers(0, 30), label="amount_shape")
+        if shape == 7:
+            return draw(st.sampled_from([lo - 1, -5, MAX_FEN + 1, 1.5, True]), label="bad_amount")
+        if most >= lo and shape < 20:
+            return draw(st.integers(lo, most), label="amount")
+        if shape < 24:
+            return draw(st.integers(lo, 400), label="amount")
+        if shape < 28:
+            return draw(st.integers(lo, 5000), label="amount")
+        return draw(st.integers(lo, 2 * 10**6), label="amount")
+
+    @rule(data=st.data())
+    def top_up(self, data: st.DataObject) -> None:
+        self._call("top_up", self._patient(data), self._fen(data), self._tick(data))
+
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        p = self._patient(data)
+        balance, held = self.ref.wallet(p)[:2]
+        free = balance - held
+        # mostly within the free balance; sometimes just over it
+        amount = self._fen(data, most=free) if data.draw(st.integers(0, 5), label="over") \
+            else free + 1
+        self._call("refund", p, amount, self._tick(data))
+
+    @rule(data=st.data())
+    def open_line(self, data: st.DataObject) -> None:
+        draw = data.draw
+        kind = draw(st.sampled_from([1, 1, 2, 1, 2, 0, 3]), label="kind")
+        limit = draw(st.one_of(st.just(-1), st.integers(0, 800), st.integers(0, 10**4),
+                               st.sampled_from([-2, MAX_FEN + 1])), label="limit")
+        self._call("open_line", self._patient(data), kind, limit, self._tick(data))
+
+    @rule(data=st.data())
+    def close_line(self, data: st.DataObject) -> None:
+        self._call("close_line", self._patient(data), self._tick(data))
+
+    @rule(data=st.data())
+    def set_limit(self, data: st.DataObject) -> None:
+        limit = data.draw(st.one_of(st.integers(0, 1000), st.integers(0, 10**5),
+                                    st.just(-1)), label="limit")
+        self._call("set_limit", self._patient(data), limit, self._tick(data))
+
+    @rule(data=st.data())
+    def repay(self, data: st.DataObject) -> None:
+        owing = [p for p in range(self.n_patients) if self.ref.wallet(p)[5]]
+        if owing and data.draw(st.integers(0, 4), label="any_patient"):
+            p = data.draw(st.sampled_from(owing), label="patient")
+        else:
+            p = self._patient(data)
+        used = self.ref.wallet(p)[5]
+        shape = data.draw(st.integers(0, 5), label="repay_shape")
+        amount = used if shape == 0 else used + 1 if shape == 1 else self._fen(data, most=used)
+        self._call("repay", p, amount, self._tick(data))
+
+    def _arrived(self) -> list[int]:
+        """ARRIVED bookings not settled yet."""
+        return [b for b in range(self.ref.n_bookings)
+                if self.ref.booking_info(b)[6] == ARRIVED and self.ref.booking_cover(b)[2] < 0]
+
+    @precondition(has_bookings)
+    @rule(data=st.data())
+    def settle(self, data: st.DataObject) -> None:
+        """Settle an arrived booking (sometimes any booking: InvalidState) for what it
+        holds, its fee, nothing, more, or a random amount."""
+        draw = data.draw
+        arrived = self._arrived()
+        if arrived and draw(st.integers(0, 5), label="any_booking"):
+            b = draw(st.sampled_from(arrived), label="booking")
+        else:
+            b = self._booking(data)
+        hb, hc, _ = self.ref.booking_cover(b)
+        fee = self.ref.dump()["sessions"][self.ref.booking_info(b)[0]]["fee"]
+        amount = draw(st.sampled_from([hb + hc, fee, 0, hb + hc + 100, "random"]), label="x")
+        if amount == "random":
+            amount = self._fen(data, lo=0)
+        self._call("settle", b, amount, self._tick(data))
+
+    @precondition(has_bookings)
+    @rule(data=st.data())
+    def visit(self, data: st.DataObject) -> None:
+        """Confirm (if held), check in, and maybe settle one live booking: a whole visit."""
+        live = [b for b in range(self.ref.n_bookings) if self.ref.booking_info(b)[6] in LIVE]
+        if not live:
+            return
+        b = data.draw(st.sampled_from(live), label="booking")
+        info = self.ref.booking_info(b)
+        if info[6] == BookingState.HELD:
+            self._call("confirm", b, info[3], self._tick(data))
+        self._call("check_in", b, self._tick(data))
+        if b in self._arrived() and data.draw(st.booleans(), label="settle_now"):
+            hb, hc, _ = self.ref.booking_cover(b)
+            self._call("settle", b, hb + hc + data.draw(st.integers(-50, 200), label="delta"),
+                       self._tick(data))
+
+    @precondition(lambda self: self.CREDIT and self.ref.n_sessions > 0)
+    @rule(rnd=st.randoms(use_true_random=False))
+    def money_scenario(self, rnd: random.Random) -> None:
+        """A burst of 5..30 money-heavy commands from a seeded generator."""
+        self._money_burst(rnd, rnd.randint(5, 30))
+
+    def _money_burst(self, rnd: random.Random, n: int) -> None:
+        nch, pub = self.policy.n_channels, self.policy.public_channel
+        ops = ["book", "check_in", "confirm", "settle", "top_up", "repay", "open_line",
+               "set_limit", "close_line", "refund", "advance", "cancel", "join",
+               "cancel_waitlist", "suspend"]
+        weights = [14, 8, 2, 6, 8, 6, 3, 2, 1, 2, 6, 4, 5, 1, 1]
+        for _ in range(n):
+            op = rnd.choices(ops, weights)[0]
+            self.t += rnd.choice([0, 0, 1, 2, 5])
+            t = self.t
+            s = rnd.randrange(self.ref.n_sessions)
+            p = rnd.randrange(self.n_patients)
+            a = rnd.randrange(self.n_accounts)
+            infos = [self.ref.booking_info(b) for b in range(self.ref.n_bookings)]
+            live = [b for b, i in enumerate(infos) if i[6] in LIVE]
+            w = self.ref.wallet(p)
+            if op == "book":
+                self._call("book", a, p, s, pub if rnd.random() < 0.6 else rnd.randrange(nch), t,
+                           rnd.random() < 0.2)
+            elif op in ("check_in", "confirm", "cancel") and live:
+                b = rnd.choice(live)
+                args = (b, t) if op == "check_in" else (b, infos[b][3], t)
+                self._call(op, *args)
+            elif op == "settle":
+                arrived = self._arrived()
+                if arrived:
+                    b = rnd.choice(arrived)
+                    hb, hc, _ = self.ref.booking_cover(b)
+                    fee = self.ref.dump()["sessions"][infos[b][0]]["fee"]
+                    self._call("settle", b, rnd.choice([hb + hc, fee, 0, rnd.randint(0, 1000)]), t)
+            elif op == "top_up":
+                self._call("top_up", p, rnd.choice([rnd.randint(1, 300), rnd.randint(1, 3000)]), t)
+            elif op == "repay" and w[5]:
+                self._call("repay", p, rnd.choice([w[5], rnd.randint(1, w[5])]), t)
+            elif op == "open_line":
+                self._call("open_line", p, rnd.choice([1, 1, 2]),
+                           rnd.choice([-1, -1, rnd.randint(0, 1000)]), t)
+            elif op == "set_limit":
+                self._call("set_limit", p, rnd.randint(0, 1200), t)
+            elif op == "close_line":
+                self._call("close_line", p, t)
+            elif op == "refund" and w[0] > w[1]:
+                self._call("refund", p, rnd.randint(1, w[0] - w[1]), t)
+            elif op == "advance":
+                self.t += rnd.choice([5, 20, 60, 150])
+                self._call("advance", self.t)
+            elif op == "join":
+                ns = self.ref.n_sessions
+                cands = rnd.sample(range(ns), rnd.randint(1, min(ns, self.policy.wl_candidates)))
+                self._call("join_waitlist", a, p, cands,
+                           pub if rnd.random() < 0.6 else rnd.randrange(nch),
+                           rnd.randint(1, self.policy.wl_classes), t + rnd.randint(5, 400), t)
+            elif op == "cancel_waitlist" and self.ref.n_requests:
+                r = rnd.randrange(self.ref.n_requests)
+                self._call("cancel_waitlist", r, self.ref.waitlist_info(r)[0], t)
+            elif op == "suspend" and rnd.random() < 0.5:
+                self._call("suspend", s, t)
             for eng in (self.fast, self.ref):
                 eng._check_invariants()
 
@@ -754,6 +950,56 @@ class _Differential(RuleBasedStateMachine):
             ]
         if self.ref.n_requests:
             cases.append(("cancel_waitlist", (0, bad_account, now), errors.UnknownAccount))
+        # credit (issue 5)
+        bad_patient = draw(st.sampled_from([-1, self.n_patients + far]), label="bad_patient")
+        cases += [
+            ("top_up", (bad_patient, 1, now), errors.UnknownPatient),
+            ("top_up", (0, 1.5, now), errors.InvalidType),
+            ("top_up", (0, True, now), errors.InvalidType),
+            ("top_up", (0, draw(st.sampled_from([0, -1, MAX_FEN + 1])), now),
+             errors.InvalidArgument),
+            ("refund", (0, MAX_FEN + 1, now), errors.InvalidArgument),
+            ("refund", (0, self.ref.wallet(0)[0] - self.ref.wallet(0)[1] + 1, now),
+             errors.InvalidArgument),
+            ("open_line", (bad_patient, 1, -1, now), errors.UnknownPatient),
+            ("open_line", (0, draw(st.sampled_from([0, 3, -1])), -1, now), errors.InvalidArgument),
+            ("open_line", (0, 1.0, -1, now), errors.InvalidType),
+            ("open_line", (0, 1, draw(st.sampled_from([-2, MAX_FEN + 1])), now),
+             errors.InvalidArgument),
+            ("close_line", (bad_patient, now), errors.UnknownPatient),
+            ("set_limit", (0, -1, now), errors.InvalidArgument),
+            ("set_limit", (0, "5", now), errors.InvalidType),
+            ("repay", (0, 0, now), errors.InvalidArgument),
+            ("repay", (0, self.ref.wallet(0)[5] + 1, now), errors.InvalidArgument),
+            ("settle", (nb + far, 0, now), errors.UnknownBooking),
+            ("wallet", (bad_patient,), errors.UnknownPatient),
+            ("check_cover", (0, 0), errors.InvalidArgument),
+            ("check_cover", (0, 2.0), errors.InvalidType),
+            ("check_cover", (bad_patient, 1), errors.UnknownPatient),
+            ("patient_bills", (bad_patient,), errors.UnknownPatient),
+            ("bill_info", (self.ref.n_bills + far,), errors.UnknownBill),
+            ("bill_info", (-1,), errors.UnknownBill),
+            ("movements", (-1,), errors.InvalidArgument),
+            ("movements", (0.5,), errors.InvalidType),
+            ("booking_cover", (nb + far,), errors.UnknownBooking),
+            ("request_cover", (self.ref.n_requests + far,), errors.UnknownRequest),
+        ]
+        if nb:
+            cases += [
+                ("settle", (b, -1, now), errors.InvalidArgument),
+                ("settle", (b, 0.5, now), errors.InvalidType),
+            ]
+            if b not in self._arrived():  # not ARRIVED, or settled already
+                cases.append(("settle", (b, 0, now), errors.InvalidState))
+        if past is not None:
+            cases += [
+                ("top_up", (0, 1, past), errors.TimeWentBackwards),
+                ("open_line", (0, 1, -1, past), errors.TimeWentBackwards),  # before InvalidState
+                ("close_line", (0, past), errors.TimeWentBackwards),
+                ("set_limit", (0, 5, past), errors.TimeWentBackwards),
+            ]
+            if nb:
+                cases.append(("settle", (b, 0, past), errors.TimeWentBackwards))
         if past is not None:
             cases += [
                 ("advance", (past,), errors.TimeWentBackwards),
@@ -847,6 +1093,27 @@ class _Differential(RuleBasedStateMachine):
         for b in range(self.ref.n_bookings):
             got, want = self.fast.booking_request(b), self.ref.booking_request(b)
             assert got == want, f"booking_request({b}): fast={got} ref={want}"
+        # credit (issue 5)
+        assert (self.fast.ncmd, self.fast.n_bills, self.fast.n_movements) == \
+               (self.ref.ncmd, self.ref.n_bills, self.ref.n_movements)
+        for p in range(self.n_patients):
+            for what, args in (("wallet", ()), ("patient_bills", ()), ("check_cover", (1,)),
+                               ("check_cover", (250,)), ("check_cover", (10**6,))):
+                got, want = getattr(self.fast, what)(p, *args), getattr(self.ref, what)(p, *args)
+                assert got == want, f"{what}({p}, *{args}): fast={got} ref={want}"
+        for b in range(self.ref.n_bookings):
+            got, want = self.fast.booking_cover(b), self.ref.booking_cover(b)
+            assert got == want, f"booking_cover({b}): fast={got} ref={want}"
+        for r in range(self.ref.n_requests):
+            got, want = self.fast.request_cover(r), self.ref.request_cover(r)
+            assert got == want, f"request_cover({r}): fast={got} ref={want}"
+        for k in range(self.ref.n_bills):
+            got, want = self.fast.bill_info(k), self.ref.bill_info(k)
+            assert got == want, f"bill_info({k}): fast={got} ref={want}"
+        half = self.ref.n_movements // 2
+        assert self.fast.movements(half) == self.ref.movements(half)
+        assert self.fast.ledger_totals() == self.ref.ledger_totals()
+        assert sum(self.ref.ledger_totals()) == 0
 
     @invariant()
     def positions_never_grow(self) -> None:
@@ -908,6 +1175,14 @@ class _Differential(RuleBasedStateMachine):
                     s = sessions[i[0]]
                     if s["tier"] == 2:
                         assert (p, s["hospital"]) in {tuple(k) for k in d["known"]}
+        # money: every line within its limit, holds within the balance, the books balanced
+        for w in d["wallets"]:
+            _, balance, bal_held, _, _, limit, used, held = w[:8]
+            assert 0 <= bal_held <= balance and used + held <= limit
+            if not pol.cover:
+                assert bal_held == held == 0
+        assert sum(self.ref.ledger_totals()) == 0
+        assert self.ref.ledger_totals()[1] == sum(c[3] for c in d["covers"] if c[3] > 0)
         if pol.account_patients > 0:
             by_account: dict[int, list[tuple]] = {}
             for info in checked:
@@ -932,14 +1207,15 @@ class _ReferenceVsReference(_Differential):
 # start, sharing doctors and departments, so that sessions fill up, patients queue, freed
 # slots reach them, suspensions move them.
 _focus_policies = st.tuples(policies, st.sampled_from([1, 2, 0])).map(
-    lambda pa: pa[0]._replace(prequeue_ms=0, cohort_ms=0, early_count=0, suspend_action=pa[1]))
+    lambda pa: pa[0]._replace(prequeue_ms=0, cohort_ms=0, early_count=0, suspend_action=pa[1],
+                              cover=False))
 
 
 class _WaitlistFocus(_Differential):
     FOCUS = True
     MAX_SESSIONS = 6  # suspensions use sessions up
     SHAPE: ClassVar[dict] = {"release": (-30, 5), "start_in": (20, 300), "length": (100, 600),
-             "department": (0, 0), "doctor": (0, 0, 1, -1), "quota": 1}
+             "department": (0, 0), "doctor": (0, 0, 1, -1), "quota": 1, "fee": (0, 10**6)}
 
     @initialize(policy=_focus_policies, seed=st.integers(0, 2**64 - 1),
                 n_patients=st.integers(4, MAX_PATIENTS), n_accounts=st.integers(2, MAX_ACCOUNTS),
@@ -957,9 +1233,37 @@ class _WaitlistReferenceVsReference(_WaitlistFocus):
     Fast = RefCore
 
 
+# The credit-focused variant: cover on (mostly), small fees and terms, and bills due soon,
+# so that covers sometimes fail, holds move with cancels, moves and fills, bills fall
+# overdue, lines are suspended and reinstated, limits rise and fall.
+_credit_policies = st.tuples(policies, st.sampled_from([True, True, False]), st.booleans(),
+                             st.booleans()).map(
+    lambda x: x[0]._replace(cover=x[1], settle_at_check_in=x[2],
+                            **({"prequeue_ms": 0, "cohort_ms": 0} if x[3] else {})))
+
+
+class _CreditFocus(_Differential):
+    CREDIT = True
+    MAX_SESSIONS = 5
+    SHAPE: ClassVar[dict] = {"release": (-30, 5), "start_in": (20, 300), "length": (100, 600),
+             "department": (0, 1), "doctor": (0, 0, 1, -1), "quota": 2, "fee": (0, 400)}
+
+    @initialize(policy=_credit_policies, seed=st.integers(0, 2**64 - 1),
+                n_patients=st.integers(2, MAX_PATIENTS), n_accounts=st.integers(2, MAX_ACCOUNTS),
+                n_sessions=st.integers(1, 3), data=st.data())
+    def setup(self, policy: CorePolicy, seed: int, n_patients: int, n_accounts: int,
+              n_sessions: int, data: st.DataObject) -> None:
+        _Differential.setup(self, policy, seed, n_patients, n_accounts, n_sessions, data)
+
+
+class _CreditCoreVsReference(_CreditFocus):
+    Fast = FastCore
+
+
 TestDifferential = _CoreVsReference.TestCase
 TestReferenceSelf = _ReferenceVsReference.TestCase
 TestWaitlistDifferential = _WaitlistCoreVsReference.TestCase
+TestCreditDifferential = _CreditCoreVsReference.TestCase
 
 
 def _picker(rnd: random.Random):
@@ -971,6 +1275,30 @@ SOAK_SEEDS = 60
 SOAK_BURSTS = 15
 
 
+def _soak(machine: type, seeds: range, bursts: int, adjust, burst) -> None:
+    """Run ``machine`` (core vs reference) on one seeded world per seed: a policy drawn
+    from POLICY_OPTIONS then ``adjust(policy, rnd, seed)``, 2..4 sessions (more as they
+    end), ``bursts`` calls of ``burst(m, rnd)``, the full state compared after each."""
+    for seed in seeds:
+        rnd = random.Random(seed)
+        pick = _picker(rnd)
+        m = machine()
+        policy = adjust(CorePolicy(**{k: rnd.choice(v) for k, v in POLICY_OPTIONS.items()}),
+                        rnd, seed)
+        m._start(policy, rnd.getrandbits(64), rnd.randint(3, MAX_PATIENTS),
+                 rnd.randint(2, MAX_ACCOUNTS))
+        for _ in range(rnd.randint(2, 4)):
+            m._add_session(pick, m.t)
+        for _ in range(bursts):
+            d = m.ref.dump()
+            usable = [s for s in d["sessions"] if not s["suspended"] and m.t < s["end_at"]]
+            if len(usable) < 2 and m.ref.n_sessions < m.MAX_SESSIONS:
+                m._add_session(pick, m.t)
+            burst(m, rnd)
+            m.same_state()
+            m.rules_hold()
+
+
 def test_waitlist_soak() -> None:
     """Seeded soak of the waitlist, core vs reference: SOAK_SEEDS worlds (a policy drawn
     from POLICY_OPTIONS, 2..4 sessions, more as they end), each SOAK_BURSTS bursts of 10
@@ -979,30 +1307,42 @@ def test_waitlist_soak() -> None:
     several reasons, expiries, moves, waitlisted suspensions, re-releases and no-show
     releases (a hypothesis run of CI size does not always get there).
     """
-    SEEN.clear()
-    for seed in range(SOAK_SEEDS):
-        rnd = random.Random(seed)
-        pick = _picker(rnd)
-        m = _WaitlistCoreVsReference()
-        policy = CorePolicy(**{k: rnd.choice(v) for k, v in POLICY_OPTIONS.items()})
+    def adjust(policy, rnd, seed):
         lo, hi = rnd.choice(RERELEASES)
-        policy = policy._replace(rerelease_min_ms=lo, rerelease_max_ms=hi, prequeue_ms=0,
-                                 cohort_ms=0, early_count=0, suspend_action=seed % 3)
-        m._start(policy, rnd.getrandbits(64), rnd.randint(4, MAX_PATIENTS),
-                 rnd.randint(2, MAX_ACCOUNTS))
-        for _ in range(rnd.randint(2, 4)):
-            m._add_session(pick, m.t)
-        for _ in range(SOAK_BURSTS):
-            d = m.ref.dump()
-            usable = [s for s in d["sessions"] if not s["suspended"] and m.t < s["end_at"]]
-            if len(usable) < 2 and m.ref.n_sessions < m.MAX_SESSIONS:
-                m._add_session(pick, m.t)
-            m._burst(rnd, 10)
-            m.same_state()
-            m.rules_hold()
+        return policy._replace(rerelease_min_ms=lo, rerelease_max_ms=hi, prequeue_ms=0,
+                               cohort_ms=0, early_count=0, suspend_action=seed % 3, cover=False)
+
+    SEEN.clear()
+    _soak(_WaitlistCoreVsReference, range(SOAK_SEEDS), SOAK_BURSTS, adjust,
+          lambda m, rnd: m._burst(rnd, 10))
     want = {EventKind.WAITLIST_FILLED, EventKind.WAITLIST_SKIPPED, EventKind.WAITLIST_EXPIRED,
             EventKind.BOOKING_MOVED, EventKind.BOOKING_WAITLISTED, EventKind.SLOT_RERELEASED,
             EventKind.NO_SHOW}
     assert want <= SEEN, f"never reached: {sorted(EventKind(k).name for k in want - SEEN)}"
     skips = {reason for x in SEEN if isinstance(x, tuple) for reason in x[1:]}
     assert len(skips) >= 5, f"skip reasons seen: {sorted(skips)}"
+
+
+CREDIT_SEEDS = 30
+CREDIT_BURSTS = 10
+
+
+def test_credit_soak() -> None:
+    """Seeded soak of credit, core vs reference: CREDIT_SEEDS worlds (cover on, a policy
+    drawn from POLICY_OPTIONS, settlement at check-in or at the visit by turns), each
+    CREDIT_BURSTS bursts of 12 money-heavy commands, everything compared after every command
+    and the full state after every burst.  Asserts that it reaches every credit event and
+    both credit reasons."""
+    def adjust(policy, rnd, seed):
+        return policy._replace(prequeue_ms=0, cohort_ms=0, early_count=0, cover=True,
+                               settle_at_check_in=seed % 2 == 0, suspend_action=seed % 3)
+
+    SEEN.clear()
+    _soak(_CreditCoreVsReference, range(1000, 1000 + CREDIT_SEEDS), CREDIT_BURSTS, adjust,
+          lambda m, rnd: m._money_burst(rnd, 12))
+    want = {EventKind.BILLED, EventKind.BILL_DUE_SOON, EventKind.BILL_OVERDUE,
+            EventKind.BILL_PAID, EventKind.CREDIT_SUSPENDED, EventKind.CREDIT_REINSTATED,
+            EventKind.LIMIT_CHANGED, EventKind.WAITLIST_FILLED}
+    assert want <= SEEN, f"never reached: {sorted(EventKind(k).name for k in want - SEEN)}"
+    reasons = {("reason", int(Reason.NO_COVER)), ("reason", int(Reason.CREDIT_SUSPENDED))}
+    assert reasons <= SEEN, f"credit reasons never seen: {reasons - SEEN}"

@@ -99,3 +99,25 @@ def test_waitlist_demo_runs_and_reports() -> None:
 
 def test_waitlist_demo_is_deterministic() -> None:
     assert _run("waitlist_demo.py") == _run("waitlist_demo.py")
+
+
+def test_credit_demo_runs_and_reports() -> None:
+    out = _run("credit_demo.py")
+    for heading in ("Treat first, pay later", "Statements at the end", "Events by kind",
+                    "The ledger (double entry, fen)", "explain() of the refused booking"):
+        assert heading in out, heading
+    # No cover, then a suspended line, refuse bookings; repaying reinstates it;
+    # three bills paid on time raise Wang's limit a step; the books balance.
+    assert "小张 books W00 with no card and no line: REJECTED NO_COVER" in out
+    assert "赵大爷 books W07: REJECTED CREDIT_SUSPENDED" in out
+    assert "event CREDIT_REINSTATED 赵大爷" in out
+    assert "event LIMIT_CHANGED     王阿姨  limit now 400.00 yuan" in out
+    assert "(sum 0)" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.startswith("  ") and line.split() and line.split()[0] in ("王阿姨", "赵大爷")}
+    assert rows["王阿姨"][:3] == ["0.00", "open", "400.00"]
+    assert rows["赵大爷"][:4] == ["0.00", "suspended", "100.00", "20.00"]
+
+
+def test_credit_demo_is_deterministic() -> None:
+    assert _run("credit_demo.py") == _run("credit_demo.py")

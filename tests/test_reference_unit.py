@@ -52,9 +52,9 @@ def make(backend):
 
 def session(core, *, hospital=0, department=0, tier=0, day=0, starts_at=1000, end_at=1100,
             rollover_at=900, cutoff=800, slot_ms=10, quotas=(2, 0, 0), release=(0, 0, 0),
-            now=None, doctor=-1):
+            now=None, doctor=-1, fee=0):
     return core.add_session(hospital, department, tier, day, starts_at, end_at, rollover_at,
-                            cutoff, slot_ms, sum(quotas), 0, list(quotas), list(release),
+                            cutoff, slot_ms, sum(quotas), fee, list(quotas), list(release),
                             core.now if now is None else now, doctor)
 
 
@@ -88,6 +88,7 @@ def test_rejected_book_changes_only_the_clock(make):
     assert (r.slot, r.booking, r.window) == (None, None, None) and not r.ok
     after = c.dump()
     assert after.pop("now") == 10 and before.pop("now") == 0
+    assert after.pop("ncmd") == 2 and before.pop("ncmd") == 1  # a REJECTED command counts
     assert after == before
 
 
@@ -534,7 +535,8 @@ def test_dump_layout(make):
     d = c.dump()
     assert sorted(d) == sorted(["now", "rng", "seq", "sessions", "bookings", "patients", "known",
                                 "timers", "events", "accounts", "tickets", "flag_log",
-                                "requests", "returns"])
+                                "requests", "returns", "ncmd", "wallets", "covers",
+                                "request_covers", "bills", "movements"])
     assert d["sessions"] == [{
         "hospital": 1, "department": 2, "tier": 1, "day": 3, "starts_at": 1000, "end_at": 1100,
         "rollover_at": 900, "cancel_cutoff_at": 800, "slot_ms": 10, "capacity": 2, "fee": 0,
@@ -549,6 +551,8 @@ def test_dump_layout(make):
     assert d["accounts"] == [(0, 0, 0, 0, 0, (), ())] * 4
     assert d["tickets"] == [] and d["flag_log"] == []
     assert d["requests"] == [] and d["returns"] == []
+    assert (d["ncmd"], d["wallets"], d["covers"], d["request_covers"], d["bills"],
+            d["movements"]) == (2, [], [], [], [], [])
     assert (d["now"], d["seq"], d["known"], d["events"]) == (10, 3, [], [])
     assert d["timers"] == [(20, 2, 1, 0), (900, 0, 2, 0), (1100, 1, 3, 0)]
 
@@ -1162,3 +1166,597 @@ def test_dump_layout_with_waitlist(make):
     assert type(d["requests"][0][5]) is tuple
     assert d["returns"] == [(s, 0)] and type(d["returns"][0]) is tuple
     assert (400, 2, WL_EXPIRE, 0) in d["timers"] and (18, 3, RERELEASE, 0) in d["timers"]
+
+
+# -- credit and prepaid balances (issue 5) ------------------------------------------------
+
+from slotengine.outcomes import BillState as BS  # noqa: E402
+from slotengine.outcomes import LedgerAccount as LA  # noqa: E402
+from slotengine.outcomes import LineState as LS  # noqa: E402
+from slotengine.outcomes import MoveKind as MK  # noqa: E402
+
+BILL_NOTICE, BILL_DUE = 11, 12
+# Small terms (fen): outpatient starts at 300 within 100..600 by steps of 100.  Bills are
+# due 100 ms after they are made, with a notice 20 ms before.
+CREDIT = {"cover": True, "credit_terms": ((300, 100, 600, 100), (5000, 1000, 20000, 1000)),
+          "credit_raise_after": 2, "bill_due_ms": 100, "bill_notice_ms": 20}
+OUT, INP = 1, 2
+REJ = int(Status.REJECTED)
+
+
+@pytest.fixture
+def money(make, backend):
+    """``money(**policy_changes)``: ``make`` with CREDIT (cover on) under the changes."""
+    if backend == "core" and not hasattr(FastCore, "settle"):
+        pytest.skip("the compiled core has no credit commands yet")
+    return lambda **changes: make(**{**CREDIT, **changes})
+
+
+def move(seq, ncmd, at, p, kind, amount, b=-1, bill=-1):
+    src, dst = {MK.TOP_UP: (LA.EXTERNAL, LA.BALANCE), MK.PAY_BALANCE: (LA.BALANCE, LA.HOSPITAL),
+                MK.PAY_CREDIT: (LA.CREDIT, LA.HOSPITAL), MK.REPAY: (LA.EXTERNAL, LA.CREDIT),
+                MK.REFUND: (LA.BALANCE, LA.EXTERNAL)}[kind]
+    return (seq, ncmd, at, p, int(src), int(dst), amount, int(kind), b, bill)
+
+
+def billed(c, t, x, patient=0, s=0):
+    """Book (free session), check in and settle ``x`` at t; returns the bill id (-1 none)."""
+    b = book(c, t, patient=patient, account=patient, s=s).booking
+    c.check_in(b, t)
+    code, _, _, bill = c.settle(b, x, t)
+    assert code == int(Status.ARRIVED)
+    return bill
+
+
+def unchanged_but_clock(before, after, now):
+    """``after`` is ``before`` with the clock at ``now`` and one more command counted."""
+    before, after = dict(before), dict(after)
+    assert after.pop("now") == now and after.pop("ncmd") == before.pop("ncmd") + 1
+    before.pop("now")
+    assert after == before
+
+
+def test_cover_holds_balance_first_then_credit(money):
+    c = money()
+    session(c, fee=500, quotas=(3, 0, 0))
+    assert c.top_up(0, 200, 1) == 200
+    c.open_line(0, OUT, -1, 2)  # the kind's start: 300
+    assert c.wallet(0) == (200, 0, OUT, int(LS.OPEN), 300, 0, 0, 0, 0)
+    assert c.check_cover(0, 500) == (0, 200, 300)
+    assert c.check_cover(0, 501) == (int(R.NO_COVER), 200, 301)  # the split is still shown
+    r = book(c, 10, patient=0)
+    assert (r.status, r.slot, r.booking) == (Status.BOOKED, 1, 0)
+    assert c.booking_cover(0) == (200, 300, -1)
+    assert c.wallet(0) == (200, 200, OUT, int(LS.OPEN), 300, 0, 300, 0, 0)
+    assert c.check_cover(0, 1) == (int(R.NO_COVER), 0, 1)
+    # Nothing is free any more: a booking elsewhere is refused and changes only the clock.
+    s2 = session(c, fee=1, department=1)
+    before = c.dump()
+    r2 = book(c, 11, patient=0, s=s2)
+    assert (r2.status, r2.reason, r2.session, r2.booking, r2.slot) == \
+        (Status.REJECTED, R.NO_COVER, s2, None, None)
+    unchanged_but_clock(before, c.dump(), 11)
+    # No wallet at all: NO_COVER; a fee of 0 needs no cover and holds nothing.
+    assert book(c, 12, patient=1).reason == R.NO_COVER
+    s0 = session(c, fee=0, department=2)
+    assert book(c, 13, patient=1, s=s0).status == Status.BOOKED
+    assert c.booking_cover(c.n_bookings - 1) == (0, 0, -1)
+    # Holds move no money: only the top-up is in the ledger.
+    assert c.movements() == [move(0, 2, 1, 0, MK.TOP_UP, 200)]
+    assert c.ledger_totals() == (-200, 0, 200, 0) and c.n_movements == 1
+
+
+def test_cover_off_holds_nothing(money):
+    c = money(cover=False)
+    session(c, fee=500)
+    r = book(c, 10, patient=0)
+    assert r.status == Status.BOOKED and c.booking_cover(r.booking) == (0, 0, -1)
+    assert c.wallet(0) == (0,) * 9
+    c.check_in(r.booking, 11)  # holds nothing: not charged, stays unsettled
+    assert c.booking_cover(r.booking) == (0, 0, -1) and c.n_movements == 0
+    # ... and settle may still charge it (here: nothing to pay with)
+    # refused: the split is what would have been taken
+    assert c.settle(r.booking, 500, 12) == (REJ | int(R.NO_COVER) << 8, 0, 500, -1)
+    assert c.settle(r.booking, 0, 13) == (int(Status.ARRIVED), 0, 0, -1)
+    assert c.booking_cover(r.booking) == (0, 0, 0)
+
+
+def test_overdue_bill_cuts_suspends_and_repaying_reinstates(money):
+    c = money()
+    s = session(c, fee=250, quotas=(3, 0, 0))
+    c.open_line(0, OUT, -1, 1)
+    b = book(c, 10, patient=0).booking  # holds (0, 250)
+    c.drain_events()
+    assert c.check_in(b, 20).status == Status.ARRIVED  # charges 250, all on credit: bill 0
+    assert c.booking_cover(b) == (0, 0, 250)
+    assert c.n_bills == 1 and c.patient_bills(0) == [0]
+    assert c.bill_info(0) == (0, b, 250, 0, 20, 120, int(BS.OPEN), -1)
+    assert c.wallet(0) == (0, 0, OUT, int(LS.OPEN), 300, 250, 0, 0, 0)
+    assert c.drain_events() == [ev(E.BILLED, 20, s, b, 0, 0, 0, slot=1)]
+    assert timers_of(c, BILL_NOTICE) == [(100, 0)] and timers_of(c, BILL_DUE) == [(120, 0)]
+    c.advance(100)
+    assert c.drain_events() == [ev(E.BILL_DUE_SOON, 100, s, b, 0, 0, 0, slot=1)]
+    c.advance(120)
+    assert c.drain_events() == [
+        ev(E.BILL_OVERDUE, 120, s, b, 0, 0, 0, slot=1),
+        ev(E.LIMIT_CHANGED, 120, p=0, detail=250),  # max(300 - 100, floor 100, used 250)
+        ev(E.CREDIT_SUSPENDED, 120, p=0, detail=0),
+    ]
+    assert c.wallet(0) == (0, 0, OUT, int(LS.SUSPENDED), 250, 250, 0, 0, 1)
+    assert c.bill_info(0)[6] == int(BS.OVERDUE)
+    # A suspended line covers nothing: CREDIT_SUSPENDED; no line at all: NO_COVER.
+    s2 = session(c, fee=50, department=1)
+    assert c.check_cover(0, 50) == (int(R.CREDIT_SUSPENDED), 0, 50)
+    assert book(c, 121, patient=0, s=s2).reason == R.CREDIT_SUSPENDED
+    assert book(c, 121, patient=1, s=s2).reason == R.NO_COVER
+    c.top_up(0, 50, 122)  # the balance alone covers it: the suspended line does not matter
+    assert book(c, 123, patient=0, s=s2).status == Status.BOOKED
+    assert c.booking_cover(c.n_bookings - 1) == (50, 0, -1)
+    c.drain_events()
+    assert c.repay(0, 250, 130) == 1
+    assert c.drain_events() == [ev(E.BILL_PAID, 130, s, b, 0, 0, 0, slot=1),
+                                ev(E.CREDIT_REINSTATED, 130, p=0)]
+    assert c.bill_info(0) == (0, b, 250, 250, 20, 120, int(BS.PAID), 130)
+    # a late bill does not count for the streak, and the cut stays
+    assert c.wallet(0) == (50, 50, OUT, int(LS.OPEN), 250, 0, 0, 0, 0)
+    assert c.movements()[-1] == move(2, c.ncmd, 130, 0, MK.REPAY, 250, -1, 0)  # with the bill
+
+
+def test_bill_notice_only_while_unpaid_and_off_at_zero(money):
+    c = money(cover=False)
+    session(c, quotas=(4, 0, 0))
+    c.open_line(0, OUT, -1, 1)
+    k = billed(c, 10, 100)
+    c.repay(0, 100, 50)
+    c.drain_events()
+    c.advance(200)  # notice at 90 and due at 110: both find the bill PAID
+    assert c.drain_events() == []
+    c2 = money(cover=False, bill_notice_ms=0)
+    session(c2, quotas=(4, 0, 0))
+    c2.open_line(0, OUT, -1, 1)
+    k = billed(c2, 10, 100)
+    assert timers_of(c2, BILL_NOTICE) == [] and timers_of(c2, BILL_DUE) == [(110, k)]
+
+
+@pytest.mark.parametrize("path", ["cancel", "cancel_hold", "hold_expiry", "session_end_hold",
+                                  "no_show", "grace_no_show", "suspend"])
+def test_every_end_but_arrival_releases_the_hold(money, path):
+    c = money(hold_ms=10 if path != "session_end_hold" else 5000,
+              noshow_grace_ms=5 if path == "grace_no_show" else 0)
+    s = session(c, fee=250)
+    c.top_up(0, 100, 1)
+    c.open_line(0, OUT, -1, 2)
+    r = book(c, 10, patient=0, hold=path in ("cancel_hold", "hold_expiry", "session_end_hold"))
+    assert c.booking_cover(r.booking) == (100, 150, -1)
+    assert c.wallet(0)[:2] == (100, 100) and c.wallet(0)[6] == 150
+    if path.startswith("cancel"):
+        assert c.cancel(r.booking, 0, 11).status == Status.CANCELLED
+    elif path == "hold_expiry":
+        c.advance(20)
+    elif path in ("session_end_hold", "no_show"):
+        c.advance(1100)
+    elif path == "grace_no_show":
+        c.advance(1005)  # slot 1 opens at 1000, grace 5
+        assert c.booking_info(r.booking)[10] == int(R.SLOT_RELEASED)
+    else:
+        c.suspend(s, 11)
+    assert c.booking_info(r.booking)[6] != int(B.BOOKED)
+    assert c.booking_cover(r.booking) == (0, 0, -1)
+    assert c.wallet(0) == (100, 0, OUT, int(LS.OPEN), 300, 0, 0, 0, 0)
+    assert c.n_movements == 1 and c.n_bills == 0
+
+
+@pytest.mark.parametrize("target_fee, kept", [(300, (300, 0)), (800, (400, 100)), (0, (0, 0))])
+def test_suspend_move_keeps_what_the_target_fee_needs(money, target_fee, kept):
+    c = money(suspend_action=1)
+    s0 = session(c, fee=500, doctor=1)
+    session(c, fee=target_fee, doctor=1, department=1, starts_at=1500, end_at=1600)
+    c.top_up(0, 400, 1)
+    c.open_line(0, OUT, -1, 2)
+    b = book(c, 10, patient=0, s=s0).booking  # holds (400, 100)
+    assert c.suspend(s0, 20) == 1
+    new = c.n_bookings - 1
+    assert c.drain_events()[-2][0] == int(E.BOOKING_MOVED)
+    assert c.booking_cover(b) == (0, 0, -1)
+    assert c.booking_cover(new) == (*kept, -1)  # balance part first; no new cover asked
+    assert c.wallet(0)[:2] == (400, kept[0]) and c.wallet(0)[6] == kept[1]
+
+
+def test_suspend_waitlists_with_the_whole_hold_then_a_fill_keeps_its_fee(money):
+    c = money(suspend_action=2)
+    s0 = session(c, fee=500, doctor=1)
+    s1 = session(c, fee=200, doctor=1, department=1, quotas=(1, 0, 0))
+    c.block_slot(s1, 1, 1)  # s1 has no room: patient 0 must wait for it
+    c.top_up(0, 400, 2)
+    c.open_line(0, OUT, -1, 3)
+    b = book(c, 10, patient=0, s=s0).booking  # holds (400, 100)
+    c.suspend(s0, 20)
+    assert c.waitlist_info(0)[:5] == (0, 0, PUB, 0, OPEN)
+    assert c.booking_cover(b) == (0, 0, -1) and c.request_cover(0) == (400, 100)
+    assert c.wallet(0)[:2] == (400, 400) and c.wallet(0)[6] == 100  # the hold passed whole
+    c.unblock_slot(s1, 1, 30)  # the slot frees: the request fills it
+    new = c.n_bookings - 1
+    assert c.booking_request(new) == 0
+    assert c.booking_cover(new) == (200, 0, -1) and c.request_cover(0) == (0, 0)
+    assert c.wallet(0)[:2] == (400, 200) and c.wallet(0)[6] == 0
+
+
+def test_join_holds_the_largest_candidate_fee_and_a_fill_passes_the_fee_on(money):
+    c = money()
+    cheap = session(c, fee=300, quotas=(1, 0, 0))
+    dear = session(c, fee=500, quotas=(1, 0, 0), department=1)
+    c.top_up(1, 800, 1)
+    b_cheap = book(c, 2, patient=1, account=1, s=cheap).booking
+    book(c, 2, patient=1, account=1, s=dear)
+    c.top_up(0, 600, 3)
+    # patient 2 has nothing: refused at the credit stage, after the allocate checks
+    r = join(c, 4, patient=2, sessions=[cheap, dear])
+    assert (r.status, r.reason, r.session, r.request) == (Status.REJECTED, R.NO_COVER, None, None)
+    r = join(c, 5, patient=0, sessions=[cheap, dear])
+    assert r.status == Status.WAITLISTED and c.request_cover(r.request) == (500, 0)
+    assert c.wallet(0)[:2] == (600, 500)
+    c.cancel(b_cheap, 1, 6)  # the fill keeps 300 of the 500, the rest goes back
+    new = c.n_bookings - 1
+    assert c.booking_request(new) == r.request and c.booking_info(new)[0] == cheap
+    assert c.booking_cover(new) == (300, 0, -1) and c.request_cover(r.request) == (0, 0)
+    assert c.wallet(0)[:2] == (600, 300)
+    assert c.wallet(1)[:2] == (800, 500)  # patient 1's cancelled hold was released
+
+
+def test_waitlist_expiry_and_cancel_release_the_hold(money):
+    c = money()
+    s = session(c, fee=300, quotas=(1, 0, 0))
+    c.top_up(1, 300, 1)
+    book(c, 2, patient=1, account=1, s=s)
+    c.open_line(0, OUT, -1, 3)
+    r1 = join(c, 4, patient=0, sessions=[s], deadline=50).request
+    assert c.request_cover(r1) == (0, 300) and c.wallet(0)[6] == 300
+    assert join(c, 5, patient=3, sessions=[s]).reason == R.NO_COVER
+    c.advance(50)
+    assert c.waitlist_info(r1)[4] == EXPIRED
+    assert c.request_cover(r1) == (0, 0) and c.wallet(0)[6] == 0
+    r2 = join(c, 51, patient=0, sessions=[s]).request
+    assert c.wallet(0)[6] == 300
+    assert c.cancel_waitlist(r2, 0, 52).status == Status.CANCELLED
+    assert c.request_cover(r2) == (0, 0) and c.wallet(0)[6] == 0
+
+
+def test_check_in_charges_what_the_booking_holds(money):
+    c = money()
+    s = session(c, fee=500)
+    c.top_up(0, 200, 1)
+    c.open_line(0, OUT, -1, 2)
+    b = book(c, 10, patient=0).booking  # holds (200, 300)
+    c.drain_events()
+    assert c.check_in(b, 20).status == Status.ARRIVED  # command 5
+    assert c.booking_cover(b) == (0, 0, 500)
+    assert c.wallet(0) == (0, 0, OUT, int(LS.OPEN), 300, 300, 0, 0, 0)
+    assert c.movements(1) == [move(1, 5, 20, 0, MK.PAY_BALANCE, 200, b),
+                              move(2, 5, 20, 0, MK.PAY_CREDIT, 300, b, 0)]
+    assert c.movements(3) == [] and c.movements(99) == []
+    assert c.ledger_totals() == (-200, 500, 0, -300)
+    assert c.bill_info(0) == (0, b, 300, 0, 20, 120, int(BS.OPEN), -1)
+    assert c.drain_events() == [ev(E.BILLED, 20, s, b, 0, 0, 0, slot=1)]
+    with pytest.raises(errors.InvalidState):
+        c.settle(b, 0, 21)  # already settled at check-in
+
+
+def test_check_in_charge_takes_a_later_top_up_first(money):
+    c = money()
+    session(c, fee=500)
+    c.open_line(0, OUT, 500, 1)
+    b = book(c, 10, patient=0).booking  # holds (0, 500)
+    c.top_up(0, 120, 11)  # free balance now: the charge takes it before the credit hold
+    c.check_in(b, 20)
+    assert c.booking_cover(b) == (0, 0, 500) and c.bill_info(0)[2] == 380
+    assert c.wallet(0) == (0, 0, OUT, int(LS.OPEN), 500, 380, 0, 0, 0)
+
+
+def test_settle_at_the_visit_with_another_amount(money):
+    c = money(settle_at_check_in=False)
+    session(c, fee=500, quotas=(3, 0, 0))
+    c.top_up(0, 200, 1)
+    c.open_line(0, OUT, -1, 2)
+    b = book(c, 10, patient=0).booking  # holds (200, 300)
+    with pytest.raises(errors.InvalidState):
+        c.settle(b, 100, 11)  # not arrived
+    c.check_in(b, 20)
+    assert c.booking_cover(b) == (200, 300, -1) and c.n_movements == 1  # held, not charged
+    c.top_up(0, 100, 21)  # balance 300, 100 of it free
+    # 350: the balance part is the free balance plus its own hold (300), the rest credit
+    assert c.settle(b, 350, 22) == (int(Status.ARRIVED), 300, 50, 0)
+    assert c.booking_cover(b) == (0, 0, 350)
+    assert c.wallet(0) == (0, 0, OUT, int(LS.OPEN), 300, 50, 0, 0, 0)
+    assert c.bill_info(0)[:3] == (0, b, 50)
+    with pytest.raises(errors.InvalidState):
+        c.settle(b, 1, 23)  # a double settlement
+    # A charge that cannot be covered changes nothing, not even the hold.
+    c.top_up(1, 500, 24)
+    b1 = book(c, 25, patient=1, account=1).booking  # holds (500, 0)
+    c.check_in(b1, 26)
+    before = c.dump()
+    assert c.settle(b1, 900, 27) == (REJ | int(R.NO_COVER) << 8, 500, 400, -1)
+    unchanged_but_clock(before, c.dump(), 27)
+    assert c.booking_cover(b1) == (500, 0, -1)
+    assert c.settle(b1, 120, 28) == (int(Status.ARRIVED), 120, 0, -1)  # less than it held
+    assert c.wallet(1)[:2] == (380, 0)
+
+
+def test_settle_validation_order(money):
+    c = money(settle_at_check_in=False)
+    session(c, fee=0)
+    b = book(c, 10).booking
+    before = c.state_hash()
+    for args, err in [((5, 0, 10), errors.UnknownBooking), ((b, 1.0, 10), errors.InvalidType),
+                      ((b, -1, 10), errors.InvalidArgument),
+                      ((b, 10**12 + 1, 10), errors.InvalidArgument),
+                      ((b, 0, 9), errors.TimeWentBackwards),  # now before the state check
+                      ((b, 0, 10), errors.InvalidState)]:
+        with pytest.raises(err):
+            c.settle(*args)
+    assert c.state_hash() == before
+
+
+def test_limit_rises_after_on_time_repayments_up_to_the_ceiling(money):
+    c = money(cover=False)
+    session(c, quotas=(9, 0, 0))
+    c.open_line(0, OUT, -1, 1)
+    billed(c, 10, 100), billed(c, 11, 100)
+    c.drain_events()
+    assert c.repay(0, 200, 12) == 2  # both on time: a streak of 2 raises one step
+    assert [e[0] for e in c.drain_events()] == [int(E.BILL_PAID)] * 2 + [int(E.LIMIT_CHANGED)]
+    assert c.wallet(0) == (0, 0, OUT, int(LS.OPEN), 400, 0, 0, 0, 0)
+    assert c.set_limit(0, 550, 13) == 550
+    billed(c, 14, 10), billed(c, 15, 10)
+    c.repay(0, 20, 16)
+    assert c.wallet(0)[4] == 600  # min(550 + 100, ceiling 600)
+    billed(c, 17, 10)
+    c.repay(0, 10, 18)
+    assert c.wallet(0)[7] == 1  # streak 1 of 2
+    billed(c, 19, 10)
+    c.drain_events()
+    c.repay(0, 10, 20)
+    assert c.wallet(0)[4] == 600 and c.wallet(0)[7] == 0  # at the ceiling: no event
+    assert [e[0] for e in c.drain_events()] == [int(E.BILL_PAID)]
+
+
+def test_overdue_cuts_within_the_floor_and_never_below_used_plus_held(money):
+    c = money(cover=False)
+    session(c, quotas=(9, 0, 0))
+    c.open_line(0, OUT, 150, 1)
+    billed(c, 10, 10)
+    c.advance(110)  # max(150 - 100, floor 100, used 10) = 100
+    assert c.wallet(0)[3:6] == (int(LS.SUSPENDED), 100, 10)
+    c.repay(0, 10, 111)
+    assert c.wallet(0)[3:6] == (int(LS.OPEN), 100, 0)
+    c2 = money(cover=False)
+    session(c2, quotas=(9, 0, 0))
+    c2.open_line(0, OUT, 150, 1)
+    billed(c2, 10, 60), billed(c2, 11, 60)
+    c2.drain_events()
+    c2.advance(110)  # first due: max(50, 100, used 120) = 120
+    assert [e[0] for e in c2.drain_events()] == [
+        int(E.BILL_DUE_SOON), int(E.BILL_DUE_SOON), int(E.BILL_OVERDUE), int(E.LIMIT_CHANGED),
+        int(E.CREDIT_SUSPENDED)]
+    c2.advance(111)  # second due: still 120: no LIMIT_CHANGED, already suspended
+    assert [e[0] for e in c2.drain_events()] == [int(E.BILL_OVERDUE)]
+    assert c2.wallet(0) == (0, 0, OUT, int(LS.SUSPENDED), 120, 120, 0, 0, 2)
+    assert c2.repay(0, 60, 112) == 1 and c2.wallet(0)[3] == int(LS.SUSPENDED)  # one still due
+    assert c2.repay(0, 60, 113) == 1 and c2.wallet(0)[3] == int(LS.OPEN)
+
+
+def test_repay_pays_the_oldest_bills_first(money):
+    c = money(cover=False)
+    session(c, quotas=(9, 0, 0))
+    c.open_line(0, OUT, -1, 1)
+    k0, k1 = billed(c, 10, 100), billed(c, 11, 200)
+    b0, b1 = c.bill_info(k0)[1], c.bill_info(k1)[1]
+    n = c.n_movements
+    assert c.repay(0, 150, 12) == 1
+    assert c.bill_info(k0) == (0, b0, 100, 100, 10, 110, int(BS.PAID), 12)
+    assert c.bill_info(k1) == (0, b1, 200, 50, 11, 111, int(BS.OPEN), -1)
+    assert c.movements(n) == [move(n, c.ncmd, 12, 0, MK.REPAY, 100, -1, k0),
+                              move(n + 1, c.ncmd, 12, 0, MK.REPAY, 50, -1, k1)]
+    assert c.wallet(0)[5:8] == (150, 0, 1)
+    for amount, err in [(151, errors.InvalidArgument), (0, errors.InvalidArgument),
+                        (1.0, errors.InvalidType)]:
+        with pytest.raises(err):
+            c.repay(0, amount, 13)
+    with pytest.raises(errors.InvalidArgument):
+        c.repay(1, 1, 13)  # owes nothing
+    assert c.repay(0, 150, 13) == 1 and c.wallet(0)[5] == 0
+
+
+def test_refund_only_the_free_balance_judged_before_timers(money):
+    c = money()
+    session(c, fee=100)
+    c.top_up(0, 100, 1)
+    book(c, 10, patient=0, hold=True)  # holds (100, 0) until 20
+    before = c.dump()
+    with pytest.raises(errors.InvalidArgument):
+        c.refund(0, 1, 25)  # the hold would expire at 20, but validation comes first
+    assert c.dump() == before
+    c.advance(25)
+    assert c.refund(0, 100, 26) == 0
+    assert c.movements()[-1] == move(1, c.ncmd, 26, 0, MK.REFUND, 100)
+    assert c.ledger_totals() == (0, 0, 0, 0)
+    with pytest.raises(errors.InvalidArgument):
+        c.refund(0, 1, 27)
+    with pytest.raises(errors.InvalidArgument):
+        c.top_up(0, 10**12 + 1, 27)
+    with pytest.raises(errors.InvalidType):
+        c.top_up(0, 1.5, 27)
+    with pytest.raises(errors.UnknownPatient):
+        c.top_up(9, 1, 27)
+
+
+def test_balance_never_passes_10_to_the_15(money):
+    c = money()
+    for t in range(1, 1001):
+        c.top_up(0, 10**12, t)
+    assert c.wallet(0)[0] == 10**15
+    with pytest.raises(errors.InvalidArgument):
+        c.top_up(0, 1, 1002)
+
+
+def test_close_and_reopen_a_line(money):
+    c = money(cover=False)
+    session(c, quotas=(9, 0, 0))
+    for call, err in [(lambda: c.close_line(0, 1), errors.InvalidState),
+                      (lambda: c.set_limit(0, 5, 1), errors.InvalidState),
+                      (lambda: c.open_line(0, 3, -1, 1), errors.InvalidArgument),
+                      (lambda: c.open_line(0, OUT, -2, 1), errors.InvalidArgument),
+                      (lambda: c.open_line(0, OUT, 1.0, 1), errors.InvalidType),
+                      (lambda: c.set_limit(0, -1, 1), errors.InvalidArgument)]:
+        with pytest.raises(err):
+            call()
+    assert c.ncmd == 1  # only add_session
+    c.open_line(0, OUT, -1, 1)
+    with pytest.raises(errors.InvalidState):
+        c.open_line(0, INP, -1, 2)
+    billed(c, 10, 100)
+    with pytest.raises(errors.InvalidState):
+        c.close_line(0, 11)  # 100 still used
+    c.drain_events()
+    assert c.set_limit(0, 50, 11) == 100  # never below used + held
+    assert c.drain_events() == [ev(E.LIMIT_CHANGED, 11, p=0, detail=100)]
+    assert c.set_limit(0, 100, 11) == 100 and c.drain_events() == []
+    c.repay(0, 100, 12)
+    c.close_line(0, 13)
+    assert c.wallet(0) == (0, 0, OUT, int(LS.CLOSED), 100, 0, 0, 1, 0)
+    assert c.check_cover(0, 1) == (int(R.NO_COVER), 0, 1)
+    with pytest.raises(errors.InvalidState):
+        c.set_limit(0, 5, 14)
+    with pytest.raises(errors.InvalidState):
+        c.close_line(0, 14)
+    c.open_line(0, INP, -1, 15)  # reopened, as another kind
+    assert c.wallet(0) == (0, 0, INP, int(LS.OPEN), 5000, 0, 0, 0, 0)
+
+
+def test_a_served_ticket_needs_cover_too(money):
+    c = money(prequeue_ms=5, cohort_ms=20)
+    s = session(c, fee=100, release=(100, 100, 100))
+    c.top_up(1, 100, 1)
+    assert book(c, 100, patient=0).status == Status.QUEUED
+    assert book(c, 101, patient=1, account=1).status == Status.QUEUED
+    c.drain_events()
+    c.advance(120)  # the cohort closes and is served
+    evs = [e for e in c.drain_events() if e[0] in (E.TICKET_SERVED, E.TICKET_FAILED)]
+    failed = [e for e in evs if e[0] == E.TICKET_FAILED]
+    assert len(evs) == 2 and len(failed) == 1 and failed[0][4] == 0
+    assert failed[0][8] == int(R.NO_COVER) and c.ticket_info(0)[12] == int(R.NO_COVER)
+    served = c.ticket_info(1)[11]
+    assert c.booking_cover(served) == (100, 0, -1) and c.booking_info(served)[0] == s
+
+
+def test_book_many_rows_need_cover(money):
+    c = money()
+    session(c, fee=100, quotas=(3, 0, 0))
+    c.top_up(0, 150, 1)
+    out = c.book_many([0, 1, 2], [0, 1, 0], [0, 0, 0], [0, 0, 0], [5, 6, 7], False)
+    assert out[1].tolist() == [0, int(R.NO_COVER), int(R.DUPLICATE_SESSION)]
+    assert c.ncmd == 5  # add_session, top_up, one per row
+    assert c.wallet(0)[:2] == (150, 100)
+
+
+def test_ncmd_counts_commands_that_pass_validation(money):
+    c = money(cover=False)
+    assert c.ncmd == 0
+    session(c)
+    c.ensure_patients(6)
+    c.ensure_accounts(6)
+    assert c.ncmd == 1
+    assert book(c, 10, patient=1).status == Status.BOOKED
+    assert book(c, 10, patient=1).reason == R.DUPLICATE_SESSION  # a rejection counts
+    with pytest.raises(errors.TimeWentBackwards):
+        book(c, 5)  # an error does not
+    assert c.ncmd == 3
+    c.book_many([0, 1], [2, 3], [0, 0], [0, 0], [11, 12], False)
+    c.book_many([], [], [], [], [], False)
+    assert c.ncmd == 5
+    c.wallet(0), c.dump(), c.check_cover(0, 1), c.booking_cover(0), c.movements()
+    c.drain_events(), c.session_counts(0), c.state_hash()
+    assert c.ncmd == 5
+    c.advance(13)
+    c.suspend(0, 14)
+    assert c.suspend(0, 15) == 0  # does nothing, but counts
+    with pytest.raises(errors.InvalidState):
+        c.add_capacity(0, 1, 0, 16)
+    assert c.ncmd == 8 and c.dump()["ncmd"] == 8
+    c.top_up(0, 5, 17)
+    assert c.movements()[0][1] == 9
+
+
+def test_ledger_sums_to_zero_and_matches_wallets(money):
+    c = money()
+    session(c, fee=300, quotas=(4, 0, 0))
+    c.top_up(0, 1000, 1)
+    c.open_line(1, OUT, -1, 1)
+    b0 = book(c, 2, patient=0).booking
+    b1 = book(c, 2, patient=1, account=1).booking
+    c.check_in(b0, 3)
+    c.check_in(b1, 3)
+    c.repay(1, 100, 4)
+    c.refund(0, 50, 5)
+    # EXTERNAL: -1000 + 100 (repay in) ... signs: the source loses, the target gains
+    assert c.ledger_totals() == (-1000 - 100 + 50, 600, 1000 - 300 - 50, -300 + 100)
+    assert sum(c.ledger_totals()) == 0
+    assert c.wallet(0)[0] == 650 and c.wallet(1)[5] == 200
+
+
+def test_dump_layout_with_credit(money):
+    c = money(settle_at_check_in=False)
+    s = session(c, fee=300, quotas=(1, 0, 0))
+    c.top_up(0, 100, 1)
+    c.open_line(0, OUT, -1, 2)
+    b = book(c, 3, patient=0).booking  # (100, 200)
+    c.top_up(1, 500, 4)
+    r = join(c, 5, patient=1, sessions=[s]).request  # (300, 0)
+    c.check_in(b, 6)
+    c.settle(b, 250, 7)  # 100 from the balance, 150 billed
+    d = c.dump()
+    assert d["ncmd"] == 8
+    assert d["wallets"] == [(0, 0, 0, OUT, int(LS.OPEN), 300, 150, 0, 0, 0),
+                            (1, 500, 300, 0, 0, 0, 0, 0, 0, 0)]
+    assert d["covers"] == [(b, 0, 0, 250)]
+    assert d["request_covers"] == [(r, 300, 0)]
+    assert d["bills"] == [(0, b, 150, 0, 7, 107, int(BS.OPEN), -1)]
+    assert d["movements"] == [move(0, 2, 1, 0, MK.TOP_UP, 100), move(1, 5, 4, 1, MK.TOP_UP, 500),
+                              move(2, 8, 7, 0, MK.PAY_BALANCE, 100, b),
+                              move(3, 8, 7, 0, MK.PAY_CREDIT, 150, b, 0)]
+    seq = d["seq"]
+    assert (87, seq - 2, BILL_NOTICE, 0) in d["timers"] and (107, seq - 1, BILL_DUE, 0) in d["timers"]
+
+
+def test_credit_stage_comes_after_allocate(money):
+    c = money()
+    s = session(c, fee=100, quotas=(1, 0, 0))
+    assert book(c, 1, patient=0).reason == R.NO_COVER  # room, but no cover
+    r = join(c, 2, patient=0, sessions=[s])
+    assert (r.reason, r.session) == (R.SLOTS_LEFT, s)  # a free slot wins over NO_COVER
+    c.top_up(1, 100, 3)
+    book(c, 4, patient=1, account=1)
+    assert book(c, 5, patient=0).reason == R.FULL  # FULL wins over NO_COVER
+    r = join(c, 6, patient=0, sessions=[s])
+    assert (r.reason, r.session) == (R.NO_COVER, None)
+
+
+def test_limits_move_only_in_their_own_direction(money):
+    """A host's limit outside the kind's bounds (100..600 here): a raise never lowers it
+    and a cut never raises it."""
+    c = money(cover=False, credit_raise_after=1)
+    session(c, quotas=(9, 0, 0), end_at=10_000)
+    c.open_line(0, OUT, -1, 1)
+    assert c.set_limit(0, 1000, 2) == 1000  # above the ceiling: allowed
+    billed(c, 3, 10)
+    billed(c, 4, 700)
+    c.repay(0, 10, 5)  # on time, a streak of 1: max(1000, min(1100, 600)) = 1000
+    assert c.wallet(0)[4:6] == (1000, 700)
+    c.repay(0, 700, 6)
+    assert c.wallet(0)[4:6] == (1000, 0)
+    assert c.set_limit(0, 50, 7) == 50  # below the floor: allowed
+    billed(c, 8, 30, s=1 if c.n_sessions > 1 else 0)
+    c.drain_events()
+    c.advance(200)  # overdue: max(min(50, max(-50, 100)), used 30) = 50, unchanged
+    assert c.wallet(0)[3:6] == (int(LS.SUSPENDED), 50, 30)
+    assert [e[0] for e in c.drain_events()] == [E.BILL_DUE_SOON, E.BILL_OVERDUE, E.CREDIT_SUSPENDED]

@@ -16,11 +16,17 @@ from .engine import (
     TicketPosition,
     WaitlistInfo,
 )
+from .credit import Bill, Cover, Line, Movement, Settlement, Statement
 from .errors import SlotEngineError
 from .outcomes import (
+    BillState,
     BookingState,
     EventKind,
     FlagReason,
+    LedgerAccount,
+    LineKind,
+    LineState,
+    MoveKind,
     Reason,
     RequestState,
     SlotState,
@@ -28,7 +34,7 @@ from .outcomes import (
     TicketState,
     Tier,
 )
-from .policy import Policy
+from .policy import CreditTerms, Policy
 from .times import DAY, HOUR, MINUTE, from_ms, to_ms
 
 from . import errors  # noqa: E402  (slotengine.errors is public)
@@ -45,6 +51,18 @@ __all__ = [
     "TicketState",
     "FlagReason",
     "RequestState",
+    "LineKind",
+    "LineState",
+    "BillState",
+    "LedgerAccount",
+    "MoveKind",
+    "CreditTerms",
+    "Cover",
+    "Line",
+    "Statement",
+    "Bill",
+    "Movement",
+    "Settlement",
     "TicketInfo",
     "WaitlistInfo",
     "TicketPosition",

@@ -31,6 +31,12 @@ Layout (see _defs.pxi for the structs):
   per-session block allocated on first use, and the patient's and account's
   request lists.  Without an OPEN request, re-release or a no-show grace the
   command path pays a compare or two for all of it.
+* credit (_credit.pxi): a 64-byte, cache-line-aligned wallet per patient
+  (allocated on the first money command, or up front with ``cover`` on), a
+  16-byte hold per booking kept in a parallel vector only once money touched
+  a booking (bookings stay 48 bytes otherwise), 16 bytes per request with
+  ``cover`` on, 56-byte bills and 40-byte ledger movements.  With ``cover``
+  off the booking path pays one predictable branch for all of it.
 
 Vectors grow by 1/8 (bookings by 1/4) rather than doubling, so allocated
 memory stays close to live memory; ``memory_usage()`` reports it.
@@ -59,6 +65,7 @@ from slotengine.errors import (
     PolicyError,
     TimeWentBackwards,
     UnknownAccount,
+    UnknownBill,
     UnknownBooking,
     UnknownChannel,
     UnknownPatient,
@@ -67,7 +74,8 @@ from slotengine.errors import (
     UnknownTicket,
 )
 from slotengine.outcomes import (
-    BookingState, EventKind, FlagReason, Reason, RequestState, SlotState, Status, TicketState)
+    BillState, BookingState, EventKind, FlagReason, LedgerAccount, LineKind, LineState, MoveKind,
+    Reason, RequestState, SlotState, Status, TicketState)
 
 include "_defs.pxi"
 include "_ledger.pxi"
@@ -115,10 +123,20 @@ def _check_codes():
         Reason.DUPLICATE_WAITLIST, Reason.WAITLIST_PATIENT_CAP, Reason.FLAGGED,
         Reason.SLOTS_LEFT, Reason.WAITLIST_FULL, Reason.SLOT_RELEASED)
     assert S_RETURNING == SlotState.RETURNING
-    assert [int(x) for x in EventKind][14:] == [E_WAITLIST_FILLED, E_WAITLIST_EXPIRED,
+    assert [int(x) for x in EventKind][14:20] == [E_WAITLIST_FILLED, E_WAITLIST_EXPIRED,
                                              E_WAITLIST_SKIPPED, E_BOOKING_MOVED,
                                              E_BOOKING_WAITLISTED, E_SLOT_RERELEASED]
     assert [int(x) for x in RequestState] == [RQ_OPEN, RQ_FILLED, RQ_EXPIRED, RQ_CANCELLED]
+    assert (R_NO_COVER, R_CREDIT_SUSPENDED) == (Reason.NO_COVER, Reason.CREDIT_SUSPENDED)
+    assert [int(x) for x in EventKind][20:] == [E_BILLED, E_BILL_DUE_SOON, E_BILL_OVERDUE,
+                                             E_BILL_PAID, E_CREDIT_SUSPENDED,
+                                             E_CREDIT_REINSTATED, E_LIMIT_CHANGED]
+    assert [int(x) for x in LineKind] == [LK_OUTPATIENT, LK_INPATIENT]
+    assert [int(x) for x in LineState] == [LS_NONE, LS_OPEN, LS_SUSPENDED, LS_CLOSED]
+    assert [int(x) for x in BillState] == [BS_OPEN, BS_OVERDUE, BS_PAID]
+    assert [int(x) for x in LedgerAccount] == [LA_EXTERNAL, LA_HOSPITAL, LA_BALANCE, LA_CREDIT]
+    assert [int(x) for x in MoveKind] == [MK_TOP_UP, MK_PAY_BALANCE, MK_PAY_CREDIT, MK_REPAY,
+                                          MK_REFUND]
 
 _check_codes()
 
@@ -251,6 +269,20 @@ cdef class Core:
     cdef vector[int32_t] _rq_scratch  # snapshot of one patient's / account's OPEN requests
     cdef vector[int32_t] _left        # bookings that left a closed or suspended session
     cdef int64_t _n_open              # OPEN requests (0: no pass or recheck reads anything)
+    # -- credit and prepaid balances (issue 5, _credit.pxi) --
+    cdef bint _cover                  # a booking's fee must be covered (held) to book
+    cdef bint _settle_ci              # check-in charges what the booking holds
+    cdef int64_t _terms[8]            # per LineKind - 1: start, floor, ceiling, step
+    cdef int32_t _raise_after
+    cdef int64_t _bill_due
+    cdef int64_t _bill_notice
+    cdef int64_t _ncmd                # commands run (movements record it)
+    cdef bint _money                  # _bcover is kept (cover on, or a booking was settled)
+    cdef vector[Wallet] _wallets      # per patient once money is used (else empty)
+    cdef vector[Cover] _bcover        # per booking while _money
+    cdef vector[Cover] _rcover        # per request while _cover
+    cdef vector[Bill] _bills
+    cdef vector[Move] _moves          # the ledger
 
     def __init__(self, policy, seed):
         cdef int64_t count, window
@@ -280,6 +312,12 @@ cdef class Core:
             wl = [_index(getattr(policy, name)) for name in (
                 "wl_classes", "wl_candidates", "wl_per_patient", "wl_session_cap",
                 "rerelease_min_ms", "rerelease_max_ms", "noshow_grace_ms", "suspend_action")]
+            cover = bool(policy.cover)
+            settle_ci = bool(policy.settle_at_check_in)
+            terms = [[_index(v) for v in row] for row in policy.credit_terms]
+            raise_after = _index(policy.credit_raise_after)
+            bill_due = _index(policy.bill_due_ms)
+            bill_notice = _index(policy.bill_notice_ms)
         except (AttributeError, TypeError, ValueError) as exc:
             raise PolicyError(f"policy is not a valid CorePolicy: {exc}") from None
         if not 1 <= n_ch <= 32 or not 0 <= pub < n_ch:
@@ -321,6 +359,28 @@ cdef class Core:
                               "are out of range")
         if not 0 <= suspend_action <= 2:
             raise PolicyError(f"policy suspend_action={suspend_action} is not 0, 1 or 2")
+        if len(terms) != 2 or any(len(row) != 4 or not 0 <= row[1] <= row[0] <= row[2] <= MAX_FEN
+                                  or not 0 <= row[3] <= MAX_FEN for row in terms):
+            raise PolicyError("policy.credit_terms must be two (start, floor, ceiling, step) rows "
+                              f"with 0 <= floor <= start <= ceiling <= {MAX_FEN}, 0 <= step")
+        if not (0 <= raise_after <= MAX_ID and 1 <= bill_due <= MAX_MS
+                and 0 <= bill_notice < bill_due):
+            raise PolicyError("policy credit_raise_after, bill_due_ms or bill_notice_ms is out "
+                              "of range")
+        self._cover = cover
+        self._settle_ci = settle_ci
+        for i in range(8):
+            self._terms[i] = terms[i // 4][i % 4]
+        self._raise_after = raise_after
+        self._bill_due = bill_due
+        self._bill_notice = bill_notice
+        self._ncmd = 0
+        self._money = cover
+        self._wallets.clear()
+        self._bcover.clear()
+        self._rcover.clear()
+        self._bills.clear()
+        self._moves.clear()
         self._wl_classes = wl_classes
         self._wl_candidates = wl_candidates
         self._wl_per_patient = wl_per_patient
@@ -582,6 +642,8 @@ cdef class Core:
         cdef int32_t q = bk.quota
         self._slot_put(s, bk.slot, SB_FREE)
         self._live_remove(bk.patient, b)
+        if self._money:
+            cr_release_booking(self, b)
         if q != self._pub and s.flags & SF_ROLLED:
             q = self._pub
         self._q_left[<int64_t>bk.session * self._n_ch + q] += 1
@@ -643,6 +705,11 @@ cdef class Core:
     # ------------------------------------------------------------------------
     # timers
 
+    cdef inline void _begin(self, int64_t now) noexcept nogil:
+        """A command passed validation: count it (ncmd), then run the timers due by now."""
+        self._ncmd += 1
+        self._advance(now)
+
     cdef void _advance(self, int64_t now) noexcept nogil:
         """Run every timer due by now in (due, seq) order, then set the clock.
 
@@ -676,8 +743,12 @@ cdef class Core:
                 wl_rerelease(self, t.id, t.due)
             elif t.kind == T_WL_RECHECK:
                 wl_recheck_timer(self, t.id, t.due)
-            else:   # T_NOSHOW_SCAN
+            elif t.kind == T_NOSHOW_SCAN:
                 wl_noshow_scan(self, t.id, t.due)
+            elif t.kind == T_BILL_NOTICE:
+                cr_bill_notice(self, t.id, t.due)
+            else:   # T_BILL_DUE
+                cr_bill_due(self, t.id, t.due)
         self._now = now
 
     cdef void _backfill(self, int32_t b, int64_t t) noexcept nogil:
@@ -730,6 +801,8 @@ cdef class Core:
                 bk.state = B_NO_SHOW     # the slot follows: it is NO_SHOW now
                 bk.changed_at = at
                 self._live_remove(bk.patient, b)
+                if self._money:
+                    cr_release_booking(self, b)
                 self._event(E_NO_SHOW, at, sid, b, bk.patient, bk.account, -1)
                 self._strike(bk.patient, at, sid, b)
                 if wl:
@@ -851,6 +924,9 @@ cdef class Core:
         cdef Patient* pt = &self._patients[p]
         cdef int64_t base = <int64_t>sid * self._n_ch
         cdef int32_t idx, q, bid
+        cdef int64_t hb = 0, hc = 0
+        cdef int reason
+        cdef Wallet* w
         cdef Booking nb
         idx = bm_lowest(self._bm(s), bm_words(s.capacity))
         if idx < 0:
@@ -861,6 +937,20 @@ cdef class Core:
             q = self._pub
         else:
             return _code(ST_REJECTED, R_QUOTA_EXHAUSTED)
+        if self._money:
+            # 6. credit: the fee is covered and held (one wallet cache line)
+            if self._cover and s.fee > 0:
+                w = &self._wallets[p]
+                hb = w.balance - w.bal_held
+                if hb >= s.fee:         # the usual case: the free balance covers it all
+                    hb = s.fee
+                else:
+                    reason = cr_cover(w, s.fee, &hb, &hc)
+                    if reason:
+                        return _code(ST_REJECTED, reason)
+                w.bal_held += hb
+                w.held += hc
+            cr_put_cover(self, <int32_t>self._bookings.size(), hb, hc)
         self._q_left[base + q] -= 1
         bid = <int32_t>self._bookings.size()
         nb.created_at = now
@@ -908,7 +998,7 @@ cdef class Core:
         cdef int code
         cdef bint slow = False
 
-        self._advance(now)
+        self._begin(now)
         s = &self._sessions[sid]
         base = <int64_t>sid * self._n_ch
         rel_c = self._release[base + c]
@@ -1276,6 +1366,8 @@ cdef class Core:
                 se_prefetch(&self._pmarks[p])
         if self._n_queued or self._cohort_on:
             se_prefetch(&self._p_tq[p])
+        if self._cover:
+            se_prefetch(&self._wallets[p])
 
     def book(self, account, patient, session, channel, now, hold):
         """Book (or hold, if ``hold``) the lowest FREE slot of ``session``, or say why not.
@@ -1292,6 +1384,10 @@ cdef class Core:
         cdef BookOut out
         cdef int code
         cdef Result r
+        if self._cover:
+            # the credit stage reads this line last: start its miss now, so that it
+            # overlaps the eligibility walks (book_many prefetches it rows ahead)
+            se_prefetch(&self._wallets[p])
         out.slot = -1
         out.booking = -1
         out.ticket = -1
@@ -1373,6 +1469,8 @@ cdef class Core:
             return self._slow_book(account, patient, session, channel, now, hold)
         t = now
         sid = <int32_t>s
+        if self._cover:
+            se_prefetch(&self._wallets[<int32_t>p])     # as in book
         out.slot = -1
         out.booking = -1
         out.ticket = -1
@@ -1449,6 +1547,8 @@ cdef class Core:
         cdef Py_ssize_t ahead
         if self._bookings.size() + room > self._bookings.capacity():
             self._bookings.reserve(self._bookings.size() + room)
+        if self._money and self._bcover.size() < self._bookings.size() + room:
+            cr_covers_grow(self, self._bookings.size() + room)
         if h and self._timers.size() + room > self._timers.capacity():
             self._timers.reserve(self._timers.size() + room)
         if (self._cohort_on or self._n_marks) and \
@@ -1491,7 +1591,7 @@ cdef class Core:
         cdef int64_t t = self._check_now(now)
         cdef Booking* bk
         cdef int code
-        self._advance(t)
+        self._begin(t)
         bk = &self._bookings[b]
         if bk.account != a:
             code = _code(ST_REJECTED, R_NOT_OWNER)
@@ -1574,7 +1674,7 @@ cdef class Core:
         cdef bint was_booked
         cdef int code
         self._cancel_prefetch(b)
-        self._advance(t)
+        self._begin(t)
         bk = &self._bookings[b]
         if bk.account != a:
             code = _code(ST_REJECTED, R_NOT_OWNER)
@@ -1608,7 +1708,7 @@ cdef class Core:
         cdef Booking* bk
         cdef Session* s
         cdef int code
-        self._advance(t)
+        self._begin(t)
         bk = &self._bookings[b]
         if bk.state == B_HELD:
             code = _code(ST_REJECTED, R_NOT_CONFIRMED)
@@ -1620,6 +1720,8 @@ cdef class Core:
             bk.changed_at = t
             self._live_remove(bk.patient, b)
             self._mark_known(bk.patient, s.hospital)
+            if self._money and self._settle_ci:
+                cr_check_in(self, b, t)
             if self._n_open:
                 wl_recheck_patient(self, bk.patient, t)
             code = _code(ST_ARRIVED, R_NONE)
@@ -1702,7 +1804,7 @@ cdef class Core:
         if self._sessions.size() >= <size_t>MAX_ID:
             raise InvalidArgument("too many sessions")
         cdef int64_t t = self._check_now(now)
-        self._advance(t)
+        self._begin(t)
 
         cdef int32_t sid = <int32_t>self._sessions.size()
         cdef Session ss
@@ -1783,7 +1885,7 @@ cdef class Core:
             # Last in both arrays (the usual case right after add_session): grow in place.
             if s.bm_off + nbits > MAX_BITS:
                 raise MemoryError("slotengine: the free-slot bitmap is full")
-            self._advance(t)
+            self._begin(t)
             s = &self._sessions[sid]
             se_grow(self._slot_bk, k, 8)
             self._slot_bk.resize(old_off + new_cap, SB_FREE)
@@ -1791,7 +1893,7 @@ cdef class Core:
             self._bits.resize(s.bm_off + nbits, 0)
             s.capacity = <uint16_t>new_cap
         else:
-            self._advance(t)
+            self._begin(t)
             s = &self._sessions[sid]
             self._new_slots(s, new_cap)
             for i in range(old_cap):
@@ -1816,7 +1918,7 @@ cdef class Core:
         """
         cdef int32_t sid = self._session_id(session)
         cdef int64_t t = self._check_now(now)
-        self._advance(t)
+        self._begin(t)
         if self._sessions[sid].flags & SF_SUSPENDED:
             return 0
         return wl_suspend(self, sid, t)
@@ -1835,7 +1937,7 @@ cdef class Core:
         cdef int32_t i = self._slot_index(sid, slot_no)
         cdef int64_t t = self._check_now(now)
         cdef Session* s
-        self._advance(t)
+        self._begin(t)
         s = &self._sessions[sid]
         if self._slot_bk[s.slot_off + i] != old:
             return False
@@ -1872,6 +1974,8 @@ cdef class Core:
         self._pmarks.resize(k, m)
         self._p_tq.resize(k, -1)
         self._p_rq.resize(k, -1)
+        if self._cover or self._wallets.size():
+            cr_wallets_need(self)
 
     def ensure_accounts(self, n):
         """Make room for account ids ``< n`` (never shrinks).  O(new accounts)."""
@@ -1894,14 +1998,14 @@ cdef class Core:
         if h < 0 or h > MAX_LABEL:
             raise InvalidArgument(f"hospital={h} is outside 0..{MAX_LABEL}")
         cdef int64_t t = self._check_now(now)
-        self._advance(t)
+        self._begin(t)
         self._mark_known(p, <int32_t>h)
         if self._n_open:
             wl_recheck_patient(self, p, t)
 
     def advance(self, now):
         """Run the timers due by ``now`` and move the clock.  O(k log n) for k due timers."""
-        self._advance(self._check_now(now))
+        self._begin(self._check_now(now))
 
     def drain_events(self):
         """Events since the last drain, as ``(kind, at, session, booking, patient, account,
@@ -1965,7 +2069,7 @@ cdef class Core:
         cdef int64_t t = self._check_now(now)
         if u <= t:
             raise InvalidArgument(f"until={u} must be after now={t}")
-        self._advance(t)
+        self._begin(t)
         self._flag(<int>kd, k, <int>r, u, t)
 
     def unflag(self, kind, key, now):
@@ -1974,7 +2078,7 @@ cdef class Core:
         cdef int32_t k = self._key(kd, key)
         cdef int64_t t = self._check_now(now)
         cdef int64_t* fu
-        self._advance(t)
+        self._begin(t)
         fu = &self._accts[k].flag_until if kd == 0 else &self._pmarks[k].flag_until
         if not t < fu[0]:
             return False
@@ -2000,7 +2104,7 @@ cdef class Core:
         cdef int64_t* bu
         if u <= t:
             raise InvalidArgument(f"until={u} must be after now={t}")
-        self._advance(t)
+        self._begin(t)
         bu = &self._accts[k].blocked_until if kd == 0 else &self._pmarks[k].blocked_until
         if u > bu[0]:
             bu[0] = u
@@ -2016,7 +2120,7 @@ cdef class Core:
         cdef int32_t k = self._key(kd, key)
         cdef int64_t t = self._check_now(now)
         cdef int64_t* bu
-        self._advance(t)
+        self._begin(t)
         bu = &self._accts[k].blocked_until if kd == 0 else &self._pmarks[k].blocked_until
         if not t < bu[0]:
             return False
@@ -2049,7 +2153,7 @@ cdef class Core:
         for i in range(n):
             if vu[i] <= t:
                 raise InvalidArgument(f"untils[{i}]={vu[i]} must be after now={t}")
-        self._advance(t)
+        self._begin(t)
         for i in range(n):
             self._flag(<int>vk[i], <int32_t>vy[i], FR_BLACKLIST, vu[i], t)
 
@@ -2064,7 +2168,7 @@ cdef class Core:
         cdef Ticket* tk
         cdef int code
         cdef Result r
-        self._advance(t)
+        self._begin(t)
         tk = &self._tickets[k]
         if tk.account != a:
             code = _code(ST_REJECTED, R_NOT_OWNER)
@@ -2130,7 +2234,7 @@ cdef class Core:
         cdef int32_t where = -1
         cdef int code
         cdef Result r
-        self._advance(t)
+        self._begin(t)
         code = wl_join(self, a, p, cands, n, c, <int32_t>k, dl, t, &where)
         if (code & 0xFF) == ST_WAITLISTED:
             r = _result(code, -1, -1, -1, NULL)
@@ -2150,7 +2254,7 @@ cdef class Core:
         cdef Request* rq
         cdef int code
         cdef Result r
-        self._advance(t)
+        self._begin(t)
         rq = &self._requests[k]
         if rq.account != a:
             code = _code(ST_REJECTED, R_NOT_OWNER)
@@ -2207,6 +2311,202 @@ cdef class Core:
     @property
     def n_requests(self):
         return self._requests.size()
+
+    # ------------------------------------------------------------------------
+    # credit and prepaid balances (issue 5): the C side lives in _credit.pxi
+
+    cdef Wallet* _wallet_for(self, int32_t p):
+        """The patient's wallet, allocating the wallets on first use (invisible state)."""
+        cr_wallets_need(self)
+        return &self._wallets[p]
+
+    def settle(self, booking, amount, now):
+        """Charge an ARRIVED, unsettled booking ``amount`` fen: its hold and the free
+        balance first, then its credit hold and the free credit (billed).
+
+        Returns ``(code, from_balance, from_credit, bill)``: code ``ARRIVED | NONE <<
+        8``, or ``REJECTED | reason << 8`` (NO_COVER, CREDIT_SUSPENDED; nothing
+        changes, the split is what would have been taken); bill -1 when none.
+        """
+        cdef int32_t b = self._booking_id(booking)
+        cdef int64_t x = _amount(amount, "amount", 0)
+        cdef int64_t t = self._check_now(now)
+        cdef int64_t xb, xc
+        cdef int32_t bill
+        cdef int reason
+        # state before timers: no timer changes an ARRIVED booking or its charge
+        if self._bookings[b].state != B_ARRIVED:
+            raise InvalidState(f"booking {b} is not ARRIVED")
+        if self._bookings[b].flags & F_SETTLED:
+            raise InvalidState(f"booking {b} is already settled")
+        cr_covers_need(self)
+        cr_wallets_need(self)
+        self._begin(t)
+        reason = cr_charge(self, b, x, t, &xb, &xc, &bill)
+        if reason:
+            return (_code(ST_REJECTED, reason), xb, xc, -1)
+        return (_code(ST_ARRIVED, R_NONE), xb, xc, bill)
+
+    def top_up(self, patient, amount, now):
+        """Add ``amount`` (1..MAX_FEN) fen to the prepaid balance; returns the balance."""
+        cdef int32_t p = self._patient_id(patient)
+        cdef int64_t x = _amount(amount, "amount", 1)
+        cdef Wallet* w = self._wallet_for(p)
+        if w.balance + x > MAX_BALANCE:     # an amount check (no timer moves money)
+            raise InvalidArgument(f"a balance may not pass {MAX_BALANCE} fen")
+        cdef int64_t t = self._check_now(now)
+        self._begin(t)
+        w = &self._wallets[p]
+        w.balance += x
+        cr_record(self, p, LA_EXTERNAL, LA_BALANCE, x, MK_TOP_UP, -1, -1, t)
+        return w.balance
+
+    def refund(self, patient, amount, now):
+        """Pay ``amount`` fen of the free (unheld) balance out; returns the balance."""
+        cdef int32_t p = self._patient_id(patient)
+        cdef int64_t x = _amount(amount, "amount", 1)
+        cdef Wallet* w = self._wallet_for(p)
+        if x > w.balance - w.bal_held:      # an amount check, on the state before timers
+            raise InvalidArgument(f"amount={x} is more than the free balance "
+                                  f"{w.balance - w.bal_held}")
+        cdef int64_t t = self._check_now(now)
+        self._begin(t)
+        w = &self._wallets[p]
+        w.balance -= x
+        cr_record(self, p, LA_BALANCE, LA_EXTERNAL, x, MK_REFUND, -1, -1, t)
+        return w.balance
+
+    def open_line(self, patient, kind, limit, now):
+        """Open (or reopen a CLOSED) credit line of ``kind`` (LineKind) with ``limit`` fen
+        (-1: the kind's start)."""
+        cdef int32_t p = self._patient_id(patient)
+        cdef int64_t k = _int(kind, "kind")
+        if k != LK_OUTPATIENT and k != LK_INPATIENT:
+            raise InvalidArgument(f"kind={k} must be 1 (outpatient) or 2 (inpatient)")
+        cdef int64_t lim = _int(limit, "limit")
+        if lim != -1 and not 0 <= lim <= MAX_FEN:
+            raise InvalidArgument(f"limit={lim} must be -1 or in 0..{MAX_FEN} fen")
+        cdef int64_t t = self._check_now(now)
+        cdef Wallet* w = self._wallet_for(p)
+        if w.state == LS_OPEN or w.state == LS_SUSPENDED:
+            raise InvalidState(f"patient {p} already has a credit line")
+        self._begin(t)
+        w = &self._wallets[p]
+        w.kind = <uint8_t>k
+        w.limit = self._terms[4 * (k - 1)] if lim == -1 else lim
+        w.state = LS_OPEN
+        w.streak = 0
+        w.n_overdue = 0
+
+    def close_line(self, patient, now):
+        """Close an OPEN or SUSPENDED line with nothing used or held on it."""
+        cdef int32_t p = self._patient_id(patient)
+        cdef int64_t t = self._check_now(now)
+        cdef Wallet* w = self._wallet_for(p)
+        if w.state != LS_OPEN and w.state != LS_SUSPENDED:
+            raise InvalidState(f"patient {p} has no open credit line")
+        if w.used + w.held > 0:
+            raise InvalidState(f"patient {p}'s line has {w.used + w.held} fen used or held")
+        self._begin(t)
+        self._wallets[p].state = LS_CLOSED
+
+    def set_limit(self, patient, limit, now):
+        """Set the line's limit (never below used + held); returns the limit."""
+        cdef int32_t p = self._patient_id(patient)
+        cdef int64_t lim = _amount(limit, "limit", 0)
+        cdef int64_t t = self._check_now(now)
+        cdef Wallet* w = self._wallet_for(p)
+        if w.state == LS_NONE or w.state == LS_CLOSED:
+            raise InvalidState(f"patient {p} has no open credit line")
+        self._begin(t)
+        w = &self._wallets[p]
+        if lim < w.used + w.held:
+            lim = w.used + w.held
+        cr_set_limit(self, p, lim, t)
+        return self._wallets[p].limit
+
+    def repay(self, patient, amount, now):
+        """Repay ``amount`` (<= used) fen on the unpaid bills, oldest first; returns the
+        count of bills paid in full."""
+        cdef int32_t p = self._patient_id(patient)
+        cdef int64_t x = _amount(amount, "amount", 1)
+        cdef Wallet* w = self._wallet_for(p)
+        if x > w.used:                      # an amount check (no timer changes used)
+            raise InvalidArgument(f"amount={x} is more than the {w.used} fen owed")
+        cdef int64_t t = self._check_now(now)
+        self._begin(t)
+        return cr_repay(self, p, x, t)
+
+    @property
+    def ncmd(self):
+        """Commands run so far (each money movement records its command's number)."""
+        return self._ncmd
+
+    @property
+    def n_bills(self):
+        return self._bills.size()
+
+    @property
+    def n_movements(self):
+        return self._moves.size()
+
+    def wallet(self, patient):
+        """``(balance, bal_held, kind, state, limit, used, held, streak, n_overdue)``."""
+        return cr_wallet_tuple(self, self._patient_id(patient))
+
+    def check_cover(self, patient, amount):
+        """``(reason, from_balance, from_credit)``: could ``amount`` fen be covered now
+        (reason 0)?  Changes nothing."""
+        cdef int32_t p = self._patient_id(patient)
+        cdef int64_t x = _amount(amount, "amount", 1)
+        cdef int64_t fb, fc
+        cdef Wallet blank
+        cdef const Wallet* w
+        cdef int reason
+        if <size_t>p < self._wallets.size():
+            w = &self._wallets[p]
+        else:
+            memset(&blank, 0, sizeof(Wallet))
+            w = &blank
+        reason = cr_cover(w, x, &fb, &fc)
+        return (reason, fb, fc)
+
+    def booking_cover(self, booking):
+        """``(hold_balance, hold_credit, settled)``; settled -1 until charged."""
+        return cr_cover_tuple(self, self._booking_id(booking))
+
+    def request_cover(self, request):
+        """``(hold_balance, hold_credit)`` of a waitlist request."""
+        return cr_rcover_tuple(self, self._request_id(request))
+
+    def bill_info(self, bill):
+        """``(patient, booking, amount, paid, created_at, due_at, state, paid_at)``."""
+        return cr_bill_tuple(self, self._checked_id(bill, "bill", self._bills.size(), UnknownBill))
+
+    def patient_bills(self, patient):
+        """The patient's bill ids, ascending."""
+        return cr_patient_bills(self, self._patient_id(patient))
+
+    def movements(self, start=0):
+        """Ledger movements from ``start`` on: ``(seq, ncmd, at, patient, source, target,
+        amount, kind, booking, bill)``."""
+        cdef int64_t i = _int(start, "start")
+        if i < 0:
+            raise InvalidArgument(f"start={i} must be >= 0")
+        return [cr_move_tuple(self, i) for i in range(i, <int64_t>self._moves.size())]
+
+    def ledger_totals(self):
+        """The sum of every movement per LedgerAccount (EXTERNAL, HOSPITAL, BALANCE,
+        CREDIT); they add up to 0.  O(movements)."""
+        cdef int64_t tot[4]
+        cdef const Move* mv
+        cdef size_t i
+        tot[0] = tot[1] = tot[2] = tot[3] = 0
+        for i in range(self._moves.size()):
+            mv = &self._moves[i]
+            tot[mv.source] -= mv.amount
+            tot[mv.target] += mv.amount
+        return (tot[0], tot[1], tot[2], tot[3])
 
     def rng_next(self):
         """Advance the splitmix64 generator and return its next 64-bit output."""
@@ -2409,7 +2709,28 @@ cdef class Core:
                         e.slot, e.reason) for e in self._events],
             "requests": [self._request_tuple(k) for k in range(<int32_t>self._requests.size())],
             "returns": [(x.session, x.slot) for x in self._returns],
+            "ncmd": self._ncmd,
+            "wallets": self._dump_wallets(),
+            "covers": [(b,) + cr_cover_tuple(self, b)
+                       for b in range(<int32_t>self._bcover.size() if self._money else 0)
+                       if b < <int32_t>self._bookings.size()
+                       if self._bcover[b].hb or self._bcover[b].hc
+                       or self._bookings[b].flags & F_SETTLED],
+            "request_covers": [(r,) + cr_rcover_tuple(self, r)
+                               for r in range(<int32_t>self._rcover.size())
+                               if self._rcover[r].hb or self._rcover[r].hc],
+            "bills": [cr_bill_tuple(self, k) for k in range(<int32_t>self._bills.size())],
+            "movements": [cr_move_tuple(self, i) for i in range(<int64_t>self._moves.size())],
         }
+
+    cdef list _dump_wallets(self):
+        cdef int32_t p
+        out = []
+        for p in range(<int32_t>self._wallets.size()):
+            w = cr_wallet_tuple(self, p)
+            if any(w):
+                out.append((p,) + w)
+        return out
 
     cdef list _known_pairs(self):
         cdef const Patient* pt
@@ -2469,6 +2790,11 @@ cdef class Core:
             + self._rq_open.capacity() * sizeof(uint64_t)
             + self._filled.capacity() * sizeof(FilledRec)
             + self._returns.capacity() * sizeof(ReturnRec),
+            "credit": self._wallets.capacity() * sizeof(Wallet)
+            + self._bcover.capacity() * sizeof(Cover)
+            + self._rcover.capacity() * sizeof(Cover)
+            + self._bills.capacity() * sizeof(Bill)
+            + self._moves.capacity() * sizeof(Move),
         }
         out["total"] = sum(out.values())
         return out
@@ -2566,6 +2892,7 @@ cdef class Core:
                 assert not timer_before(self._timers[i], self._timers[(i - 1) >> 1]), "heap order"
         self._check_tickets()
         wl_check(self)
+        cr_check(self)
 
     cdef _check_tickets(self):
         """Tickets against the cohort lists, drain queues and patients' queued lists."""
@@ -2642,3 +2969,4 @@ cdef class Core:
 
 
 include "_waitlist.pxi"
+include "_credit.pxi"

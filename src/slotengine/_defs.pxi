@@ -102,6 +102,8 @@ cdef enum:
     R_QUOTA_EXHAUSTED = 402
     R_SLOTS_LEFT = 403
     R_WAITLIST_FULL = 404
+    R_NO_COVER = 501
+    R_CREDIT_SUSPENDED = 502
     R_NOT_OWNER = 601
     R_NOT_ACTIVE = 602
     R_CANCEL_CUTOFF = 603
@@ -150,6 +152,13 @@ cdef enum:  # EventKind
     E_BOOKING_MOVED = 18
     E_BOOKING_WAITLISTED = 19
     E_SLOT_RERELEASED = 20
+    E_BILLED = 21
+    E_BILL_DUE_SOON = 22
+    E_BILL_OVERDUE = 23
+    E_BILL_PAID = 24
+    E_CREDIT_SUSPENDED = 25
+    E_CREDIT_REINSTATED = 26
+    E_LIMIT_CHANGED = 27
 
 cdef enum:  # timer kinds, as in dump()['timers']
     T_HOLD_EXPIRE = 1
@@ -162,7 +171,9 @@ cdef enum:  # timer kinds, as in dump()['timers']
     T_RERELEASE = 8      # id = returns record
     T_WL_RECHECK = 9     # id = session
     T_NOSHOW_SCAN = 10   # id = session
-    N_TIMER_KINDS = 10
+    T_BILL_NOTICE = 11   # id = bill
+    T_BILL_DUE = 12      # id = bill
+    N_TIMER_KINDS = 12
 
 cdef enum:  # TicketState
     K_QUEUED = 1
@@ -194,6 +205,7 @@ cdef enum:  # Booking.flags
     F_HOLD = 1        # booked as a hold: hold_until = created_at + hold_ms
     F_SUSPENDED = 2   # ended by suspend: end_reason = SESSION_SUSPENDED
     F_RELEASED = 4    # a no-show by the grace rule: end_reason = SLOT_RELEASED, off its slot
+    F_SETTLED = 8     # charged: its Cover holds the amount charged (hb), not a hold
 
 cdef int64_t MAX_MS = 253_402_300_799_999   # slotengine.times.MAX_MS: sums stay in int64
 cdef int64_t MAX_LABEL = 2_147_483_647      # hospital / department labels are int32
@@ -532,3 +544,116 @@ cdef struct FilledRec:
     # booking -> the request it filled (Core._filled, ascending booking ids).
     int32_t booking
     int32_t request
+
+
+# -- credit and prepaid balances (issue 5; see _credit.pxi) ---------------------
+
+cdef enum:  # LineKind
+    LK_OUTPATIENT = 1
+    LK_INPATIENT = 2
+
+cdef enum:  # LineState
+    LS_NONE = 0
+    LS_OPEN = 1
+    LS_SUSPENDED = 2
+    LS_CLOSED = 3
+
+cdef enum:  # BillState
+    BS_OPEN = 1
+    BS_OVERDUE = 2
+    BS_PAID = 3
+
+cdef enum:  # LedgerAccount
+    LA_EXTERNAL = 0
+    LA_HOSPITAL = 1
+    LA_BALANCE = 2
+    LA_CREDIT = 3
+
+cdef enum:  # MoveKind
+    MK_TOP_UP = 1
+    MK_PAY_BALANCE = 2
+    MK_PAY_CREDIT = 3
+    MK_REPAY = 4
+    MK_REFUND = 5
+
+cdef int64_t MAX_FEN = 1_000_000_000_000         # any amount, fee or limit argument
+cdef int64_t MAX_BALANCE = 1_000_000_000_000_000 # a prepaid balance never passes this
+
+
+cdef extern from *:
+    """
+    /* One patient's wallet: 64 bytes, aligned to a cache line (C++17 aligned
+       new), so the cover check of a booking reads exactly one line. */
+    struct alignas(64) se_wallet {
+        int64_t balance;      /* prepaid money, >= 0 */
+        int64_t bal_held;     /* the held part of it */
+        int64_t limit;        /* credit line limit */
+        int64_t used;         /* billed and unpaid */
+        int64_t held;         /* held on the line, not billed yet */
+        int32_t bill_first;   /* the patient's bills, linked by Bill.next in id */
+        int32_t bill_unpaid;  /* order: first, first unpaid (bills are repaid */
+        int32_t bill_last;    /* oldest first, so the unpaid ones are a suffix), last */
+        int32_t streak;       /* bills paid on time in a row */
+        int32_t n_overdue;    /* bills now OVERDUE */
+        uint8_t kind;         /* LineKind, 0 when no line was ever opened */
+        uint8_t state;        /* LineState */
+    };
+    static_assert(sizeof(se_wallet) == 64, "a wallet is one cache line");
+    """
+    ctypedef struct Wallet "se_wallet":
+        int64_t balance
+        int64_t bal_held
+        int64_t limit
+        int64_t used
+        int64_t held
+        int32_t bill_first
+        int32_t bill_unpaid
+        int32_t bill_last
+        int32_t streak
+        int32_t n_overdue
+        uint8_t kind
+        uint8_t state
+
+
+cdef struct Cover:
+    # 16 bytes: a booking's or a waitlist request's hold (Core._bcover parallel
+    # to the bookings once money touched one, so bookings stay 48 B without
+    # money; Core._rcover parallel to the requests with cover on).  A charge
+    # ends the hold, so a settled booking (Booking.flags & F_SETTLED) keeps the
+    # amount charged in hb (hc = 0): the booking stream grows by 16 B, not 24.
+    int64_t hb            # held on the balance (the amount charged once settled)
+    int64_t hc            # held on the credit line
+
+
+cdef struct Bill:
+    # 56 bytes.
+    int64_t amount
+    int64_t paid
+    int64_t created_at
+    int64_t due_at
+    int64_t paid_at       # -1 until PAID
+    int32_t patient
+    int32_t booking
+    int32_t next          # the patient's next (newer) bill, -1 at the end
+    uint8_t state
+
+
+cdef struct Move:
+    # 40 bytes: one ledger movement (its seq is its index).
+    int64_t ncmd
+    int64_t at
+    int64_t amount
+    int32_t patient
+    int32_t booking       # -1 when none
+    int32_t bill          # -1 when none
+    uint8_t source        # LedgerAccount
+    uint8_t target
+    uint8_t kind          # MoveKind
+
+
+cdef inline int64_t _amount(object x, str name, int64_t lo) except? -1:
+    """A money amount in lo..MAX_FEN fen: bool/float -> InvalidType, else InvalidArgument."""
+    cdef int64_t v = _int(x, name)
+    if v < lo or v > MAX_FEN:
+        raise InvalidArgument(f"{name}={v} is outside {lo}..{MAX_FEN} fen")
+    return v

@@ -172,6 +172,8 @@ cdef int32_t wl_new_request(Core self, int32_t a, int32_t p, int32_t c, int32_t 
         se_grow(self._rq_open, 1, 4)
         self._rq_open.push_back(0)
     self._rq_open[r >> 6] |= (<uint64_t>1) << (r & 63)
+    if self._cover:
+        cr_push_rcover(self)
     for i in range(n):
         wl_enqueue(self, cands[i], klass, r, p, a)
     self._n_open += 1
@@ -188,6 +190,8 @@ cdef void wl_close(Core self, int32_t r) noexcept nogil:
         self._wl_open[rq.cand[i]] -= 1
     self._rq_open[r >> 6] &= ~((<uint64_t>1) << (r & 63))
     self._n_open -= 1
+    if self._cover:
+        cr_release_request(self, r)     # a fill took its part already
 
 
 cdef inline bint wl_is_open(Core self, int32_t r) noexcept nogil:
@@ -366,6 +370,8 @@ cdef int32_t wl_take_slot(Core self, int32_t a, int32_t p, int32_t sid, int32_t 
     pt.live = bid
     self._acct_hist[a] = bid
     self._slot_put(s, idx, bid)
+    if self._money:
+        cr_put_cover(self, bid, 0, 0)
     return bid
 
 
@@ -380,6 +386,8 @@ cdef void wl_fill(Core self, int32_t r, int32_t sid, int64_t t) noexcept nogil:
     else:
         q = self._pub
     bid = wl_take_slot(self, a, p, sid, c, q, t)
+    if self._cover:
+        cr_fill(self, r, bid)
     rq = &self._requests[r]
     rq.state = RQ_FILLED
     rq.booking = bid
@@ -629,7 +637,8 @@ cdef int wl_join(Core self, int32_t a, int32_t p, const int32_t* cands, int32_t 
     cdef const Session* s
     cdef const Request* rq
     cdef const WlSession* w
-    cdef int64_t base
+    cdef int64_t base, hb = 0, hc = 0
+    cdef int reason
     where[0] = -1
     # 1. request
     for i in range(n):
@@ -682,7 +691,14 @@ cdef int wl_join(Core self, int32_t a, int32_t p, const int32_t* cands, int32_t 
         if (self._wl_open[cands[i]] if w != NULL else 0) >= self._wl_session_cap:
             where[0] = cands[i]
             return _code(ST_REJECTED, R_WAITLIST_FULL)
+    # 5. credit: hold the largest candidate fee
+    if self._cover:
+        reason = cr_join(self, p, cands, n, &hb, &hc)
+        if reason:
+            return _code(ST_REJECTED, reason)
     r = wl_new_request(self, a, p, c, klass, cands, n, t, deadline)
+    if hb or hc:
+        cr_hold_request(self, r, hb, hc)
     where[0] = r
     # A candidate may still have a FREE slot whose quota this channel cannot draw
     # from yet (a release later than now): pass it, so that the skip is noted and a
@@ -775,6 +791,8 @@ cdef int64_t wl_suspend(Core self, int32_t sid, int64_t t) noexcept nogil:
         affected += 1
         self._left.push_back(b)
         if self._suspend_action == 0 or not was_booked:
+            if self._money:
+                cr_release_booking(self, b)
             self._event_r(E_BOOKING_CANCELLED, t, sid, b, p, a, R_SESSION_SUSPENDED, i + 1,
                           R_SESSION_SUSPENDED)
             continue
@@ -804,11 +822,15 @@ cdef int64_t wl_suspend(Core self, int32_t sid, int64_t t) noexcept nogil:
                 target = wl_move_target(self, g2, p, c, &q)
             if target >= 0:
                 nb = wl_take_slot(self, a, p, target, c, q, t)
+                if self._money:
+                    cr_move_hold(self, b, nb)
                 self._event(E_BOOKING_MOVED, t, target, nb, p, a, b)
                 continue
         n = wl_move_candidates(self, g1, p, cands, 0)
         n = wl_move_candidates(self, g2, p, cands, n)
         if n == 0:
+            if self._money:
+                cr_release_booking(self, b)
             self._event_r(E_BOOKING_CANCELLED, t, sid, b, p, a, R_SESSION_SUSPENDED, i + 1,
                           R_SESSION_SUSPENDED)
             continue
@@ -817,6 +839,8 @@ cdef int64_t wl_suspend(Core self, int32_t sid, int64_t t) noexcept nogil:
             if self._sessions[cands[j]].end_at > dl:
                 dl = self._sessions[cands[j]].end_at
         r = wl_new_request(self, a, p, c, 0, cands, n, t, dl)
+        if self._cover:
+            cr_to_request(self, b, r)
         self._event(E_BOOKING_WAITLISTED, t, sid, b, p, a, r)
     s = &self._sessions[sid]
     for c in range(self._n_ch):

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import reference
 from ._state import state_hash as _hash_dump
+from .credit import Credit
 from .errors import (
     DuplicateId,
     InvalidArgument,
@@ -184,6 +185,9 @@ class BookingInfo:
     hold_until: int
     end_reason: Reason
     request: int | None  # the waitlist request it filled, if any
+    held_balance: int = 0  # fen of its fee held on the prepaid balance (Policy.require_cover)
+    held_credit: int = 0  # ... and on the credit line
+    charged: int | None = None  # fen charged at check-in or by credit.settle, None until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,7 @@ class WaitlistInfo:
     booking: int | None  # once FILLED
     session: str | None  # the candidate it was filled in
     skip_reason: Reason  # why a fill last passed it over (NONE if never)
+    held: int = 0  # fen held for it while OPEN (its largest candidate fee, with require_cover)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +331,8 @@ class Engine:
         self._session_ids = self._sessions.ids
         self._account_ids = self._accounts.ids
         self._patient_ids = self._patients.ids
+        #: Prepaid balances and credit lines (先看病后付费): see slotengine.credit.
+        self.credit = Credit(self)
         if hasattr(self._core, "book_named"):
             # The compiled core looks the ids up itself and calls back into the
             # checked slow path for anything else: no Python frame per booking.
@@ -538,7 +545,11 @@ class Engine:
         return self._core.cancel(b, a, self._time(now))
 
     def check_in(self, booking: int, *, now: object) -> Any:
-        """Record the patient's arrival; the patient becomes known to the hospital.  O(1)."""
+        """Record the patient's arrival; the patient becomes known to the hospital.
+
+        With ``Policy.settle_at == "check_in"`` the fee the booking holds is
+        charged now (balance first, the rest billed to the credit line).  O(1).
+        """
         b = self._booking_id(booking)
         return self._core.check_in(b, self._time(now))
 
@@ -919,7 +930,8 @@ class Engine:
                             self.policy.waitlist_classes[klass - 1] if klass else _MOVED,
                             RequestState(state), tuple(names[x] for x in cands), created,
                             deadline, changed, booking if booking >= 0 else None,
-                            names[filled] if filled >= 0 else None, Reason(skip))
+                            names[filled] if filled >= 0 else None, Reason(skip),
+                            sum(self._core.request_cover(r)))
 
     def session_waitlist(self, session: str) -> list[int]:
         """The open requests waiting for ``session``, in the order they would be filled."""
@@ -951,10 +963,12 @@ class Engine:
         start = m.starts_at + (slot - 1) * m.slot_minutes * MINUTE
         chans = self.policy.channels
         r = self._core.booking_request(b)
+        hb, hc, charged = self._core.booking_cover(b)
         return BookingInfo(b, m.name, slot, (start, start + m.slot_minutes * MINUTE),
                            self._patients.names[p], self._accounts.names[a], chans[ch],
                            chans[q], BookingState(state), created, changed, hold_until,
-                           Reason(end_reason), r if r >= 0 else None)
+                           Reason(end_reason), r if r >= 0 else None, hb, hc,
+                           charged if charged >= 0 else None)
 
     def live_bookings(self, patient: str) -> list[BookingInfo]:
         """A patient's held and booked bookings, oldest first."""
@@ -1065,6 +1079,11 @@ class Engine:
             w = self.waitlist(i.request)
             lines.append(f"  filled from waitlist request {i.request} ({w.priority}, joined "
                          f"{self._fmt(w.created_at)}) when a slot was freed")
+        if i.held_balance or i.held_credit:
+            lines.append(f"  holds {i.held_balance + i.held_credit} fen of its fee: "
+                         f"{i.held_balance} on the prepaid balance, {i.held_credit} on credit")
+        if i.charged is not None:
+            lines.append(f"  charged {i.charged} fen")
         if i.end_reason != Reason.NONE:
             lines.append(f"  ended because {i.end_reason.message}")
         return "\n".join(lines)
@@ -1098,6 +1117,10 @@ class Engine:
             text += f" (at most {pol.waitlist_per_session} open requests per session)"
         elif reason == Reason.HOLD_EXPIRED:
             text += f" (holds last {pol.hold_minutes} minutes)"
+        elif reason == Reason.NO_COVER:
+            text += " (top up the prepaid balance or open a credit line; see engine.credit.check)"
+        elif reason == Reason.CREDIT_SUSPENDED:
+            text += " (repaying the overdue bills reinstates the line)"
         return text
 
     # -- state ---------------------------------------------------------------
@@ -1114,6 +1137,16 @@ class Engine:
             "doctors": sorted((h, name, i) for (h, name), i in self._doctors.items()),
         }
         return d
+
+    @property
+    def commands(self) -> int:
+        """How many backend commands have run (each money movement records its number).
+
+        Every command that takes ``now`` counts one, a rejected one too
+        (``book_many`` one per row); a host call that runs several
+        (``register_patient`` with several hospitals) counts each.
+        """
+        return self._core.ncmd
 
     def state_hash(self) -> str:
         """A hash of the whole state: same commands and seed, same hash, on either backend."""

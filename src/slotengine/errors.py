@@ -19,6 +19,7 @@ __all__ = [
     "UnknownBooking",
     "UnknownTicket",
     "UnknownRequest",
+    "UnknownBill",
     "UnknownAccount",
     "UnknownPatient",
     "InvalidState",
@@ -74,6 +75,10 @@ class UnknownTicket(UnknownId):
 
 class UnknownRequest(UnknownId):
     """A waitlist request id the engine never issued."""
+
+
+class UnknownBill(UnknownId):
+    """A bill id the engine never issued."""
 
 
 class UnknownAccount(UnknownId):

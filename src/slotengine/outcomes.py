@@ -22,7 +22,8 @@ from enum import IntEnum
 
 __all__ = [
     "Status", "Reason", "BookingState", "SlotState", "EventKind", "Tier", "TicketState",
-    "FlagReason", "RequestState",
+    "FlagReason", "RequestState", "LineKind", "LineState", "BillState", "LedgerAccount",
+    "MoveKind",
 ]
 
 
@@ -65,6 +66,9 @@ class Reason(IntEnum):
     QUOTA_EXHAUSTED = 402
     SLOTS_LEFT = 403
     WAITLIST_FULL = 404
+    # 5xx credit: the fee is not covered
+    NO_COVER = 501
+    CREDIT_SUSPENDED = 502
     # 6xx lifecycle of an existing booking
     NOT_OWNER = 601
     NOT_ACTIVE = 602
@@ -106,6 +110,8 @@ _MESSAGES = {
     Reason.QUOTA_EXHAUSTED: "free slots remain, but not in any quota this channel may draw from",
     Reason.SLOTS_LEFT: "the session still has a free slot for this channel: book it instead of waiting",
     Reason.WAITLIST_FULL: "the session's waitlist is as long as the policy allows",
+    Reason.NO_COVER: "the prepaid balance and the credit line's free credit do not cover the fee",
+    Reason.CREDIT_SUSPENDED: "the balance does not cover the fee and the credit line is suspended for overdue debt",
     Reason.NOT_OWNER: "the booking, ticket or waitlist request belongs to another account",
     Reason.NOT_ACTIVE: "it is no longer live: the booking ended, or the ticket or request was already settled",
     Reason.CANCEL_CUTOFF: "the cancellation cut-off for this session has passed",
@@ -168,6 +174,13 @@ class EventKind(IntEnum):
     BOOKING_MOVED = 18
     BOOKING_WAITLISTED = 19
     SLOT_RERELEASED = 20
+    BILLED = 21
+    BILL_DUE_SOON = 22
+    BILL_OVERDUE = 23
+    BILL_PAID = 24
+    CREDIT_SUSPENDED = 25
+    CREDIT_REINSTATED = 26
+    LIMIT_CHANGED = 27
 
 
 class TicketState(IntEnum):
@@ -201,6 +214,54 @@ class FlagReason(IntEnum):
     @property
     def source(self) -> str:
         return "host" if self.value <= 2 else "rule"
+
+
+class LineKind(IntEnum):
+    """A credit line's kind (先看病后付费): it sets the starting limit and its bounds."""
+
+    OUTPATIENT = 1
+    INPATIENT = 2
+
+
+class LineState(IntEnum):
+    """A patient's credit line: none yet, open, suspended for overdue debt, or closed."""
+
+    NONE = 0
+    OPEN = 1
+    SUSPENDED = 2
+    CLOSED = 3
+
+
+class BillState(IntEnum):
+    """A bill on the credit line: open until paid; overdue once its due date passes unpaid."""
+
+    OPEN = 1
+    OVERDUE = 2
+    PAID = 3
+
+
+class LedgerAccount(IntEnum):
+    """The accounts of the double-entry money ledger.
+
+    EXTERNAL is the world outside the engine (cash in by top-up and repayment,
+    cash out by refund) and HOSPITAL the fees earned; BALANCE and CREDIT are
+    per patient: the prepaid balance, and the credit line (negative: debt).
+    """
+
+    EXTERNAL = 0
+    HOSPITAL = 1
+    BALANCE = 2
+    CREDIT = 3
+
+
+class MoveKind(IntEnum):
+    """What a movement of money was (the ledger's ``kind`` column)."""
+
+    TOP_UP = 1        # EXTERNAL -> BALANCE
+    PAY_BALANCE = 2   # BALANCE -> HOSPITAL (a settlement)
+    PAY_CREDIT = 3    # CREDIT -> HOSPITAL (a settlement billed to the line)
+    REPAY = 4         # EXTERNAL -> CREDIT (a bill paid)
+    REFUND = 5        # BALANCE -> EXTERNAL
 
 
 class Tier(IntEnum):

@@ -14,7 +14,7 @@ from typing import Mapping, NamedTuple
 from .errors import InvalidType, PolicyError
 from .times import DAY, MINUTE, SECOND
 
-__all__ = ["Policy", "CorePolicy"]
+__all__ = ["Policy", "CorePolicy", "CreditTerms"]
 
 _DEFAULT_CHANNELS = ("app", "window", "kiosk", "phone", "referral", "followup")
 
@@ -61,6 +61,26 @@ class CorePolicy(NamedTuple):
     rerelease_max_ms: int = 0     # ... for a delay drawn from [min, max] (0, 0: FREE at once)
     noshow_grace_ms: int = 0      # > 0: release a booked slot this long after its window opens
     suspend_action: int = 0       # 0 cancel, 1 move (else waitlist), 2 waitlist
+    # credit (先看病后付费) and prepaid balances (储值); the defaults here keep
+    # the booking path free of money (no cover check, nothing held)
+    cover: bool = False               # a booking's fee must be covered (held) to book
+    settle_at_check_in: bool = True   # check-in charges the held amount; else settle() does
+    credit_terms: tuple[tuple[int, int, int, int], ...] = (
+        (30_000, 10_000, 100_000, 10_000),        # outpatient: start, floor, ceiling, step (fen)
+        (500_000, 100_000, 2_000_000, 100_000),   # inpatient
+    )
+    credit_raise_after: int = 3       # on-time bills in a row that raise the limit by a step (0 off)
+    bill_due_ms: int = 30 * 86_400_000
+    bill_notice_ms: int = 3 * 86_400_000   # BILL_DUE_SOON this long before due (0 off)
+
+
+class CreditTerms(NamedTuple):
+    """A credit line kind's limits in fen: where it starts and how it may move."""
+
+    start: int    # the limit a new line gets
+    floor: int    # repayment history never lowers it below this ...
+    ceiling: int  # ... nor raises it above this
+    step: int     # one raise or cut
 
 
 @dataclass(frozen=True)
@@ -173,6 +193,35 @@ class Policy:
     #: else into the waitlist; "waitlist"; or "cancel".
     on_suspend: str = "move"
 
+    # -- credit (先看病后付费) and prepaid balances (储值), money in integer fen --
+    #: A booking's fee must be covered to book: held from the prepaid balance
+    #: first, then the credit line (a waitlist request holds its largest
+    #: candidate fee when it joins).  Off: bookings touch no money.
+    require_cover: bool = False
+    #: When a held fee is charged: "check_in" (the held amount, at check-in)
+    #: or "visit" (the host calls ``engine.credit.settle(booking, amount)``
+    #: with the visit's bill; the hold stays until then).
+    settle_at: str = "check_in"
+    #: Credit line kinds: the starting limit, the floor and ceiling that
+    #: repayment history moves it within, and the step of one move (fen).
+    credit_lines: Mapping[str, CreditTerms] = field(
+        default_factory=lambda: MappingProxyType({
+            "outpatient": CreditTerms(30_000, 10_000, 100_000, 10_000),
+            "inpatient": CreditTerms(500_000, 100_000, 2_000_000, 100_000),
+        })
+    )
+    #: This many bills in a row paid by their due date raise the limit a step
+    #: (an overdue bill cuts it a step and suspends the line until paid); 0: off.
+    credit_raise_after: int = 3
+    #: A bill on the credit line is due this many days after its visit ...
+    bill_due_days: int = 30
+    #: ... and BILL_DUE_SOON is sent this many days before that (0: never).
+    bill_notice_days: int = 3
+    #: An external credit score (e.g. 350..950) picks a limit tier: the last
+    #: row (min_score, percent of the kind's start limit) with min_score <=
+    #: score; the limit is then kept within the kind's floor and ceiling.
+    credit_score_tiers: tuple[tuple[int, int], ...] = ((350, 50), (550, 100), (650, 150), (750, 200))
+
     def __post_init__(self) -> None:
         _check_channels(self)
         for f in fields(self):
@@ -207,6 +256,7 @@ class Policy:
         _range(self, "waitlist_per_session", 1, 1_000_000)
         _range(self, "noshow_release_minutes", 0, 24 * 60)
         _check_waitlist(self)
+        _check_credit(self)
         for name in ("early_flag", "cancel_flag", "patients_flag"):
             object.__setattr__(self, name, _threshold(getattr(self, name), name))
         if not isinstance(self.release_days, Mapping):
@@ -268,7 +318,23 @@ class Policy:
             rerelease_max_ms=self.rerelease_seconds[1] * SECOND,
             noshow_grace_ms=self.noshow_release_minutes * MINUTE,
             suspend_action=_SUSPEND_ACTIONS.index(self.on_suspend),
+            cover=self.require_cover,
+            settle_at_check_in=self.settle_at == "check_in",
+            credit_terms=tuple((t.start, t.floor, t.ceiling, t.step)
+                               for t in (self.credit_lines[k] for k in _LINE_KINDS)),
+            credit_raise_after=self.credit_raise_after,
+            bill_due_ms=self.bill_due_days * DAY,
+            bill_notice_ms=self.bill_notice_days * DAY,
         )
+
+    def score_limit(self, kind: str, score: int) -> int:
+        """The limit (fen) a credit score gives a line of ``kind`` (see ``credit_score_tiers``)."""
+        terms = self.credit_lines[kind]
+        pct = 0
+        for lo, p in self.credit_score_tiers:
+            if score >= lo:
+                pct = p
+        return min(max(terms.start * pct // 100, terms.floor), terms.ceiling)
 
     def waitlist_class(self, channel: str) -> str:
         """The priority class a request from ``channel`` joins by default."""
@@ -278,6 +344,55 @@ class Policy:
 
 
 _SUSPEND_ACTIONS = ("cancel", "move", "waitlist")
+_LINE_KINDS = ("outpatient", "inpatient")   # LineKind 1, 2
+MAX_FEN = 1_000_000_000_000                 # the largest fee, limit or amount (10^10 yuan)
+
+
+def _check_credit(p: Policy) -> None:
+    _range(p, "credit_raise_after", 0, 1000)
+    _range(p, "bill_due_days", 1, 3660)
+    _range(p, "bill_notice_days", 0, 3660)
+    if p.bill_notice_days >= p.bill_due_days and p.bill_notice_days:
+        raise PolicyError("Policy.bill_notice_days must be less than bill_due_days (or 0)")
+    if type(p.settle_at) is not str:
+        raise InvalidType(f"Policy.settle_at must be a str, not {type(p.settle_at).__name__}")
+    if p.settle_at not in ("check_in", "visit"):
+        raise PolicyError(f"Policy.settle_at must be 'check_in' or 'visit', not {p.settle_at!r}")
+    lines = p.credit_lines
+    if not isinstance(lines, Mapping):
+        raise InvalidType("Policy.credit_lines must be a mapping of kind -> CreditTerms")
+    if set(lines) != set(_LINE_KINDS):
+        raise PolicyError(f"Policy.credit_lines must name exactly {_LINE_KINDS}")
+    out = {}
+    for kind in _LINE_KINDS:
+        row = lines[kind]
+        if not isinstance(row, (tuple, list)) or len(row) != 4:
+            raise InvalidType(f"Policy.credit_lines[{kind!r}] must be (start, floor, ceiling, step)")
+        if any(type(v) is not int for v in row):
+            raise InvalidType(f"Policy.credit_lines[{kind!r}] must hold ints (fen)")
+        t = CreditTerms(*row)
+        if not 0 <= t.floor <= t.start <= t.ceiling <= MAX_FEN or not 0 <= t.step <= MAX_FEN:
+            raise PolicyError(
+                f"Policy.credit_lines[{kind!r}]={tuple(t)}: need 0 <= floor <= start <= ceiling"
+                f" <= {MAX_FEN} and 0 <= step")
+        out[kind] = t
+    object.__setattr__(p, "credit_lines", MappingProxyType(out))
+    tiers = p.credit_score_tiers
+    if not isinstance(tiers, (tuple, list)):
+        raise InvalidType("Policy.credit_score_tiers must be a sequence of (min_score, percent) rows")
+    if not tiers:
+        raise PolicyError("Policy.credit_score_tiers must have at least one row")
+    rows: list[tuple[int, int]] = []
+    for tier in tiers:
+        if not isinstance(tier, (tuple, list)) or len(tier) != 2 or any(type(v) is not int for v in tier):
+            raise PolicyError(f"Policy.credit_score_tiers row {tier!r} is not (min_score, percent)")
+        lo, pct = tier
+        if not 0 <= lo <= 10_000 or not 0 <= pct <= 10_000:
+            raise PolicyError(f"Policy.credit_score_tiers row {tier!r}: score and percent in 0..10000")
+        if rows and lo <= rows[-1][0]:
+            raise PolicyError("Policy.credit_score_tiers must ascend by min_score")
+        rows.append((lo, pct))
+    object.__setattr__(p, "credit_score_tiers", tuple(rows))
 
 
 def _check_waitlist(p: Policy) -> None:

@@ -61,12 +61,25 @@ lists and tuples exactly as shown, every number a plain ``int``, flags
                 5 DRAIN (id = session), 6 SLOW_SERVE (id = ticket),
                 7 WL_EXPIRE (id = request), 8 RERELEASE (id = returns record),
                 9 WL_RECHECK (id = session), 10 NOSHOW_SCAN (id = session),
+                11 BILL_NOTICE (id = bill), 12 BILL_DUE (id = bill),
       'events': [(kind, at, session, booking, patient, account, detail, slot,
                   reason), ...]           # not drained yet
       'requests': [waitlist_info(r) for r in range(n_requests)],
       'returns':  [(session, slot_index), ...],  # RERELEASE records in id order;
                                           # slot_index 0-based (slot number - 1); kept
                                           # after the timer has run
+      # -- issue 5 --
+      'ncmd': int,                        # commands run (see "Command counter")
+      'wallets': [(patient, *wallet(p)), ...],   # ascending patient, only wallets that
+                                          # are not all zero (10-tuples)
+      'covers': [(booking, hold_balance, hold_credit, settled), ...],
+                                          # ascending booking, only covers that are not
+                                          # (0, 0, -1)
+      'request_covers': [(request, hold_balance, hold_credit), ...],
+                                          # ascending request, only holds not (0, 0)
+      'bills': [bill_info(k) for k in range(n_bills)],
+      'movements': [(seq, ncmd, at, patient, source, target, amount, kind, booking,
+                     bill), ...],         # the whole ledger, seq = index
     }
 
 where
@@ -96,7 +109,16 @@ where
   session ids in the order given; ``changed_at == created_at`` until the
   request is filled, expired or cancelled; ``booking`` and ``filled_session``
   -1 unless FILLED; ``skip_reason`` the Reason of the last skip, 0 if never
-  skipped, and kept once the request is filled.
+  skipped, and kept once the request is filled;
+* ``wallet(p)`` = ``(balance, bal_held, kind, state, limit, used, held, streak,
+  n_overdue)``: ``kind`` a LineKind (0 while no line was ever opened), ``state``
+  a LineState; all 0 for a patient who never had money or a line;
+* ``bill_info(k)`` = ``(patient, booking, amount, paid, created_at, due_at,
+  state, paid_at)``: ``state`` a BillState, ``paid_at`` -1 until PAID;
+* a movement ``(seq, ncmd, at, patient, source, target, amount, kind, booking,
+  bill)``: ``source``/``target`` LedgerAccounts, ``kind`` a MoveKind, ``amount``
+  > 0; TOP_UP and REFUND have booking and bill -1, PAY_BALANCE the booking (bill
+  -1), PAY_CREDIT the booking and the bill it made, REPAY the bill (booking -1).
 
 Events ``(kind, at, session, booking, patient, account, detail, slot,
 reason)``, -1 for none; ``slot`` is the booking's slot number whenever
@@ -122,6 +144,11 @@ reason), WAITLIST_SKIPPED (the skip reason), NO_SHOW by the grace rule (607):
   the suspended session, the old booking, patient, account, detail = the new
   request.  SLOT_RERELEASED: session, booking -1, patient -1, account -1,
   detail -1, slot.  NO_SHOW by the grace rule: as NO_SHOW, detail -1.
+* BILLED, BILL_DUE_SOON, BILL_OVERDUE, BILL_PAID: the bill's booking, that
+  booking's session, slot and account, the bill's patient, detail = the bill.
+  CREDIT_SUSPENDED (detail = the bill that fell due), CREDIT_REINSTATED (detail
+  -1), LIMIT_CHANGED (detail = the new limit): session, booking and account -1,
+  only the patient set.
 
 ``drain_events_array()`` returns ``{'kind', 'at', 'session', 'booking',
 'patient', 'account', 'detail', 'slot', 'reason'}`` -> numpy arrays (same rows
@@ -220,6 +247,49 @@ Issue-4 readings (waitlist backfill and suspension moves):
   limit or first-visit check).  The return value and SESSION_SUSPENDED's
   detail count every booking that left (cancelled, moved or waitlisted).
 
+Issue-5 readings (credit and prepaid balances):
+
+* ``ncmd``: ``_begin`` counts a command once it has passed validation, just before its
+  timers run; ``book_many`` counts each row before that row's timers.  A movement
+  records the count *including* its own command (the first command is 1).
+  ``advance`` and ``add_session`` are commands; ``ensure_*``, introspection,
+  ``rng_next``, ``drain_events*`` are not.
+* Validation of the money commands: the id (type, then range), then each further
+  argument left to right, its type then its value (``open_line``: kind, then limit),
+  then ``now``, then state checks on the state before timers.  Checks against the
+  wallet that the contract lists with the amounts (``top_up``'s 10**15, ``refund``'s
+  free balance, ``repay``'s ``used``) are value checks (InvalidArgument) made before
+  ``now``, on the state before timers.  ``set_limit`` takes ``0..MAX_FEN``.
+* ``settle`` returns ``code = status | reason << 8`` (as ``credit.py`` decodes it):
+  ``int(ARRIVED)`` on success, ``REJECTED | reason << 8`` on failure; on failure the
+  split is the one that was tried (``xb = min(x, usable balance)``, ``xc = x - xb``)
+  and bill -1, like ``check_cover`` which also reports its split when it fails.
+* ``check_in``'s charge is part of its own bookkeeping: state ARRIVED, slot, live
+  set, known, *charge*, then the recheck of the patient (passes come after a
+  command's bookkeeping, as for cancels).  BILLED therefore precedes any fill the
+  recheck makes.
+* The booking path's cover check sits after the quota choice and before the slot is
+  taken (``_allocate``), so FULL and QUOTA_EXHAUSTED win over NO_COVER; earlier
+  stages' side effects (the early ring, the GCRA, flags) stay as on any rejection.
+  A join's credit stage comes after SLOTS_LEFT and WAITLIST_FULL; a rejected join
+  has ``session`` None.
+* Holds are released at the state change that ends the booking, before the freed
+  slot's pass (no fill reads the wallet, so the order is not observable).  The
+  suspension's move and waitlist transfers happen at the move / the new request;
+  plainly cancelled ones (HELD, action 0, nowhere to go) release.
+* Limits move only in their own direction: a *raise* is ``max(limit, min(limit +
+  step, ceiling))`` and a *cut* ``max(min(limit, max(limit - step, floor)), used +
+  held)``.  A host's limit outside the bounds (``set_limit`` and ``open_line`` take
+  any ``0..MAX_FEN``) is therefore never raised by a cut nor lowered by a raise, and
+  no move goes below ``used + held``.
+* ``check_cover`` on failure reports its split too; ``movements(start)``: ``start``
+  an int ``>= 0`` (InvalidArgument), past the end gives ``[]``; ``bill_info`` of an
+  unknown bill raises UnknownBill.
+* The constructor refuses (PolicyError) ``credit_terms`` that are not two rows of
+  ``0 <= floor <= start <= ceiling <= MAX_FEN`` with ``0 <= step <= MAX_FEN``, and
+  ``bill_due_ms`` outside ``1..MAX_MS``, ``bill_notice_ms`` outside
+  ``0..bill_due_ms - 1``, ``credit_raise_after`` outside ``0..2**31-1``.
+
 Readings of the contract where it leaves a choice (the simplest one each time):
 
 * A timer takes ``seq = dump()['seq']`` and the counter then goes up by one,
@@ -264,6 +334,7 @@ from .errors import (
     PolicyError,
     TimeWentBackwards,
     UnknownAccount,
+    UnknownBill,
     UnknownBooking,
     UnknownChannel,
     UnknownPatient,
@@ -272,9 +343,13 @@ from .errors import (
     UnknownTicket,
 )
 from .outcomes import (
+    BillState,
     BookingState,
     EventKind,
     FlagReason,
+    LedgerAccount,
+    LineState,
+    MoveKind,
     Reason,
     RequestState,
     SlotState,
@@ -286,7 +361,8 @@ from .times import MAX_MS
 
 __all__ = ["Core", "Result", "TIMER_HOLD_EXPIRE", "TIMER_ROLLOVER", "TIMER_SESSION_END",
            "TIMER_COHORT_CLOSE", "TIMER_DRAIN", "TIMER_SLOW_SERVE", "TIMER_WL_EXPIRE",
-           "TIMER_RERELEASE", "TIMER_WL_RECHECK", "TIMER_NOSHOW_SCAN"]
+           "TIMER_RERELEASE", "TIMER_WL_RECHECK", "TIMER_NOSHOW_SCAN", "TIMER_BILL_NOTICE",
+           "TIMER_BILL_DUE", "MAX_FEN"]
 
 #: Timer kinds as they appear in ``dump()['timers']``.
 TIMER_HOLD_EXPIRE = 1
@@ -299,6 +375,8 @@ TIMER_WL_EXPIRE = 7  # id = request
 TIMER_RERELEASE = 8  # id = returns record
 TIMER_WL_RECHECK = 9  # id = session
 TIMER_NOSHOW_SCAN = 10  # id = session
+TIMER_BILL_NOTICE = 11  # id = bill
+TIMER_BILL_DUE = 12  # id = bill
 
 #: Ticket lanes as they appear in ``ticket_info``.
 LANE_FAIR = 0
@@ -315,6 +393,8 @@ _MAX_SLOT_MS = 86_400_000
 _MAX_FEE = 10**12
 _MAX_ADD = 10_000
 _MAX_CANDIDATES = 8
+MAX_FEN = 10**12  # the largest amount (fen) one money command takes
+_MAX_BALANCE = 10**15  # a prepaid balance never passes this
 _INF = float("inf")  # a clear time no clock can reach
 
 _LIVE = (BookingState.HELD, BookingState.BOOKED)
@@ -440,6 +520,9 @@ class _Booking:
     changed_at: int
     hold_until: int
     end_reason: Reason = Reason.NONE
+    hold_balance: int = 0  # the cover it holds (fee held on the balance ...
+    hold_credit: int = 0  # ... and on the credit line), (0, 0) once released or charged
+    settled: int = -1  # the amount charged, -1 until charged
 
     def info(self) -> tuple[int, ...]:
         return (self.session, self.slot_no, self.patient, self.account, self.channel,
@@ -460,9 +543,24 @@ class _Patient:
     flag_reason: int = 0
     flag_since: int = 0
     blocked_until: int = 0
+    # wallet: prepaid balance and credit line (issue 5)
+    balance: int = 0
+    bal_held: int = 0  # the held part of the balance
+    kind: int = 0  # LineKind, 0 while no line was ever opened
+    line_state: int = LineState.NONE
+    limit: int = 0
+    used: int = 0  # billed and unpaid
+    held: int = 0  # held on the line, not billed yet
+    streak: int = 0  # bills paid on time in a row
+    n_overdue: int = 0  # bills now OVERDUE
+    bills: list[int] = field(default_factory=list)  # bill ids, oldest first
 
     def flags(self) -> tuple[int, int, int, int]:
         return (self.flag_until, self.flag_reason, self.flag_since, self.blocked_until)
+
+    def wallet(self) -> tuple[int, ...]:
+        return (self.balance, self.bal_held, self.kind, int(self.line_state), self.limit,
+                self.used, self.held, self.streak, self.n_overdue)
 
 
 @dataclass
@@ -519,11 +617,29 @@ class _Request:
     booking: int = -1
     filled_session: int = -1
     skip_reason: Reason = Reason.NONE
+    hold_balance: int = 0  # the cover it holds while OPEN (the join's largest candidate fee,
+    hold_credit: int = 0  # or a suspended booking's hold)
 
     def info(self) -> tuple[Any, ...]:
         return (self.account, self.patient, self.channel, self.klass, int(self.state),
                 self.candidates, self.created_at, self.deadline, self.changed_at, self.booking,
                 self.filled_session, int(self.skip_reason))
+
+
+@dataclass
+class _Bill:
+    patient: int
+    booking: int
+    amount: int
+    created_at: int
+    due_at: int
+    paid: int = 0
+    state: BillState = BillState.OPEN
+    paid_at: int = -1
+
+    def info(self) -> tuple[int, ...]:
+        return (self.patient, self.booking, self.amount, self.paid, self.created_at, self.due_at,
+                int(self.state), self.paid_at)
 
 
 def _id(value: object, name: str) -> int:
@@ -549,6 +665,14 @@ def _int(value: object, name: str) -> int:
     v = _id(value, name)
     if not _INT64_MIN <= v <= _INT64_MAX:
         raise InvalidArgument(f"{name}={v} is out of range")
+    return v
+
+
+def _amount(value: object, name: str, lo: int) -> int:
+    """An amount of fen in ``lo..MAX_FEN`` (InvalidType for a non-int, else InvalidArgument)."""
+    v = _int(value, name)
+    if not lo <= v <= MAX_FEN:
+        raise InvalidArgument(f"{name}={v} is outside {lo}..{MAX_FEN} fen")
     return v
 
 
@@ -600,6 +724,17 @@ class Core:
         if not (0 <= policy.rerelease_min_ms <= policy.rerelease_max_ms <= MAX_MS
                 and 0 <= policy.noshow_grace_ms <= MAX_MS and policy.suspend_action in (0, 1, 2)):
             raise PolicyError("policy re-release, no-show grace or suspend action is out of range")
+        terms = tuple(tuple(int(v) for v in row) for row in policy.credit_terms)
+        if len(terms) != 2 or any(
+                len(row) != 4 or not 0 <= row[1] <= row[0] <= row[2] <= MAX_FEN
+                or not 0 <= row[3] <= MAX_FEN for row in terms):
+            raise PolicyError("policy.credit_terms must be two (start, floor, ceiling, step) rows "
+                              "with 0 <= floor <= start <= ceiling <= MAX_FEN, 0 <= step <= MAX_FEN")
+        if not (0 <= policy.credit_raise_after <= _MAX_ID and 1 <= policy.bill_due_ms <= MAX_MS
+                and 0 <= policy.bill_notice_ms < policy.bill_due_ms):
+            raise PolicyError("policy credit_raise_after, bill_due_ms or bill_notice_ms is out of "
+                              "range")
+        self._terms = terms  # per LineKind - 1: (start, floor, ceiling, step)
         self._policy = policy
         self._ban_ms = tuple(policy.ban_ms)
         self._limits = tuple((int(n), int(w)) for n, w in policy.patient_limits)
@@ -618,6 +753,10 @@ class Core:
         self._requests: list[_Request] = []
         self._returns: list[tuple[int, int]] = []  # RERELEASE records: (session, slot index)
         self._filled_by: dict[int, int] = {}  # booking -> the request it filled
+        self._ncmd = 0  # commands run (each money movement records the number of its command)
+        self._bills: list[_Bill] = []
+        # the ledger: (seq, ncmd, at, patient, source, target, amount, kind, booking, bill)
+        self._movements: list[tuple[int, ...]] = []
 
     # -- introspection -------------------------------------------------------
 
@@ -723,6 +862,67 @@ class Core:
                             if self._tickets[x].state == TicketState.QUEUED)
         return (int(t.state), ahead, t.draw, t.cohort_size)
 
+    # -- credit introspection ------------------------------------------------
+
+    @property
+    def ncmd(self) -> int:
+        """Commands run so far (every command that takes ``now`` and passed validation)."""
+        return self._ncmd
+
+    @property
+    def n_bills(self) -> int:
+        return len(self._bills)
+
+    @property
+    def n_movements(self) -> int:
+        return len(self._movements)
+
+    def wallet(self, patient: int) -> tuple[int, ...]:
+        """``(balance, bal_held, kind, state, limit, used, held, streak, n_overdue)``."""
+        return self._patient(patient).wallet()
+
+    def check_cover(self, patient: int, amount: int) -> tuple[int, int, int]:
+        """``(reason, from_balance, from_credit)``: could ``amount`` be covered now (reason 0),
+        and how (the split is reported even when it fails).  O(1)."""
+        p = self._patient(patient)
+        x = _amount(amount, "amount", 1)
+        reason, xb, xc = self._split(p, x)
+        return (int(reason), xb, xc)
+
+    def booking_cover(self, booking: int) -> tuple[int, int, int]:
+        """``(hold_balance, hold_credit, settled)`` of a booking (settled -1 until charged)."""
+        b = self._booking(booking)
+        return (b.hold_balance, b.hold_credit, b.settled)
+
+    def request_cover(self, request: int) -> tuple[int, int]:
+        """``(hold_balance, hold_credit)`` of a waitlist request."""
+        r = self._request(request)
+        return (r.hold_balance, r.hold_credit)
+
+    def bill_info(self, bill: int) -> tuple[int, ...]:
+        """``(patient, booking, amount, paid, created_at, due_at, state, paid_at)``."""
+        return self._bills[_index(bill, "bill", len(self._bills), UnknownBill)].info()
+
+    def patient_bills(self, patient: int) -> list[int]:
+        """The patient's bill ids, ascending."""
+        return list(self._patient(patient).bills)
+
+    def movements(self, start: int = 0) -> list[tuple[int, ...]]:
+        """The ledger from movement ``start`` on (``start`` >= 0; past the end: [])."""
+        k = _int(start, "start")
+        if k < 0:
+            raise InvalidArgument(f"start={k} must be >= 0")
+        return self._movements[k:]
+
+    def ledger_totals(self) -> tuple[int, int, int, int]:
+        """The sum of every movement per LedgerAccount (EXTERNAL, HOSPITAL, BALANCE, CREDIT):
+        each movement takes its amount from its source and adds it to its target.  O(ledger)."""
+        totals = [0, 0, 0, 0]
+        for m in self._movements:
+            totals[m[4]] -= m[6]
+            totals[m[5]] += m[6]
+        return (totals[0], totals[1], totals[2], totals[3])
+
     def dump(self) -> dict:
         """The canonical state (layout in the module docstring)."""
         sessions = []
@@ -758,6 +958,17 @@ class Core:
             "events": list(self._events),
             "requests": [r.info() for r in self._requests],
             "returns": list(self._returns),
+            "ncmd": self._ncmd,
+            "wallets": [(p_id, *p.wallet()) for p_id, p in enumerate(self._patients)
+                        if any(p.wallet())],
+            "covers": [(b_id, b.hold_balance, b.hold_credit, b.settled)
+                       for b_id, b in enumerate(self._bookings)
+                       if (b.hold_balance, b.hold_credit, b.settled) != (0, 0, -1)],
+            "request_covers": [(r_id, r.hold_balance, r.hold_credit)
+                               for r_id, r in enumerate(self._requests)
+                               if (r.hold_balance, r.hold_credit) != (0, 0)],
+            "bills": [k.info() for k in self._bills],
+            "movements": list(self._movements),
         }
 
     def state_hash(self) -> str:
@@ -868,6 +1079,11 @@ class Core:
         heapq.heappush(self._timers, (due, self._seq, kind, ident))
         self._seq += 1
 
+    def _begin(self, now: int) -> None:
+        """A command passed validation: count it (``ncmd``), then run the timers due by now."""
+        self._ncmd += 1
+        self._run_timers(now)
+
     def _run_timers(self, now: int) -> None:
         """Handle every timer due by ``now`` in (due, seq) order, then set the clock."""
         while self._timers and self._timers[0][0] <= now:
@@ -897,6 +1113,7 @@ class Core:
                     r.state = RequestState.EXPIRED
                     r.changed_at = due
                     self._close_request(r)
+                    self._release_request(r)
                     self._event(EventKind.WAITLIST_EXPIRED, due, -1, -1, r.patient, r.account,
                                 ident)
             elif kind == TIMER_RERELEASE:
@@ -912,8 +1129,13 @@ class Core:
                 if s.recheck_at == due:
                     s.recheck_at = -1
                     self._pass(ident, due)
-            else:  # TIMER_NOSHOW_SCAN
+            elif kind == TIMER_NOSHOW_SCAN:
                 self._noshow_scan(ident, due)
+            elif kind == TIMER_BILL_NOTICE:
+                if self._bills[ident].state != BillState.PAID:
+                    self._bill_event(EventKind.BILL_DUE_SOON, due, ident)
+            else:  # TIMER_BILL_DUE
+                self._bill_due(ident, due)
         self._now = now
 
     def _close_cohort(self, s_id: int, at: int) -> None:
@@ -981,6 +1203,7 @@ class Core:
         b = self._bookings[b_id]
         b.state = BookingState.EXPIRED
         b.changed_at = at
+        self._release_booking(b)
         self._free_slot(b_id)
         self._event(EventKind.HOLD_EXPIRED, at, b.session, b_id, b.patient, b.account, -1)
 
@@ -1014,6 +1237,7 @@ class Core:
             if b.state == BookingState.BOOKED:
                 b.state = BookingState.NO_SHOW
                 b.changed_at = at
+                self._release_booking(b)
                 s.slot_states[k] = SlotState.NO_SHOW
                 self._patients[b.patient].live.discard(b_id)
                 self._event(EventKind.NO_SHOW, at, s_id, b_id, b.patient, b.account, -1)
@@ -1037,6 +1261,7 @@ class Core:
             b.state = BookingState.NO_SHOW
             b.changed_at = at
             b.end_reason = Reason.SLOT_RELEASED
+            self._release_booking(b)
             self._patients[b.patient].live.discard(b_id)
             self._event(EventKind.NO_SHOW, at, s_id, b_id, b.patient, b.account, -1,
                         reason=Reason.SLOT_RELEASED)
@@ -1101,6 +1326,128 @@ class Core:
         pub = self._policy.public_channel
         q = pub if (b.quota != pub and s.rolled) else b.quota
         s.quota_left[q] += 1
+
+    # -- credit: covers, holds, charges, bills ---------------------------------------
+
+    def _free_credit(self, p: _Patient) -> int:
+        return p.limit - p.used - p.held if p.line_state == LineState.OPEN else 0
+
+    def _split(self, p: _Patient, x: int, hb: int = 0, hc: int = 0) -> tuple[Reason, int, int]:
+        """How ``x`` is paid: from the free balance plus ``hb``, the rest from ``hc`` plus the
+        free credit.  ``(NONE, xb, xc)``, or the reason it cannot be (the split still given).
+        With ``hb = hc = 0`` this is the contract's *cover*; with a booking's hold, *charging*."""
+        xb = min(x, p.balance - p.bal_held + hb)
+        xc = x - xb
+        if xc > hc + self._free_credit(p):
+            if p.line_state == LineState.SUSPENDED:
+                return Reason.CREDIT_SUSPENDED, xb, xc
+            return Reason.NO_COVER, xb, xc
+        return Reason.NONE, xb, xc
+
+    def _hold(self, p: _Patient, holder: Any, xb: int, xc: int) -> None:
+        """A booking or request (holding nothing) now holds ``(xb, xc)`` of p's wallet."""
+        holder.hold_balance, holder.hold_credit = xb, xc
+        p.bal_held += xb
+        p.held += xc
+
+    def _release_booking(self, b: _Booking) -> None:
+        self._release(self._patients[b.patient], b)
+
+    def _release_request(self, r: _Request) -> None:
+        self._release(self._patients[r.patient], r)
+
+    def _release(self, p: _Patient, holder: Any) -> None:
+        """Give a holder's hold back to the wallet; it holds (0, 0) after."""
+        p.bal_held -= holder.hold_balance
+        p.held -= holder.hold_credit
+        holder.hold_balance = holder.hold_credit = 0
+
+    def _pass_hold(self, src: Any, dst: _Booking, fee: int) -> None:
+        """``dst`` (a new booking of the same patient) takes ``min(src total, fee)`` of src's
+        hold, balance part first; the rest is released; src holds (0, 0) after."""
+        amount = min(src.hold_balance + src.hold_credit, fee)
+        nb = min(src.hold_balance, amount)
+        nc = amount - nb
+        p = self._patients[src.patient]
+        p.bal_held -= src.hold_balance - nb
+        p.held -= src.hold_credit - nc
+        dst.hold_balance, dst.hold_credit = nb, nc
+        src.hold_balance = src.hold_credit = 0
+
+    def _charge(self, b_id: int, x: int, t: int) -> tuple[Reason, int, int, int]:
+        """Charge booking b ``x`` at t: its hold and the free balance first, then its credit
+        hold and the free credit (a bill).  ``(reason, xb, xc, bill)``; nothing changes when
+        the reason is not NONE."""
+        b = self._bookings[b_id]
+        p = self._patients[b.patient]
+        reason, xb, xc = self._split(p, x, b.hold_balance, b.hold_credit)
+        if reason != Reason.NONE:
+            return reason, xb, xc, -1
+        self._release(p, b)
+        bill = -1
+        if xb > 0:
+            p.balance -= xb
+            self._move(t, b.patient, LedgerAccount.BALANCE, LedgerAccount.HOSPITAL, xb,
+                       MoveKind.PAY_BALANCE, b_id, -1)
+        if xc > 0:
+            p.used += xc
+            bill = len(self._bills)
+            self._move(t, b.patient, LedgerAccount.CREDIT, LedgerAccount.HOSPITAL, xc,
+                       MoveKind.PAY_CREDIT, b_id, bill)
+            self._new_bill(b_id, xc, t)
+        b.settled = x
+        return Reason.NONE, xb, xc, bill
+
+    def _move(self, t: int, patient: int, source: int, target: int, amount: int, kind: int,
+              booking: int, bill: int) -> None:
+        """Append a movement to the ledger, stamped with this command's number."""
+        self._movements.append((len(self._movements), self._ncmd, t, patient, int(source),
+                                int(target), amount, int(kind), booking, bill))
+
+    def _new_bill(self, b_id: int, amount: int, t: int) -> None:
+        """A bill for the credit part of b's charge: BILLED, then its timers."""
+        b = self._bookings[b_id]
+        k = len(self._bills)
+        due = t + self._policy.bill_due_ms
+        self._bills.append(_Bill(b.patient, b_id, amount, t, due))
+        self._patients[b.patient].bills.append(k)
+        self._bill_event(EventKind.BILLED, t, k)
+        if self._policy.bill_notice_ms > 0:
+            self._push(due - self._policy.bill_notice_ms, TIMER_BILL_NOTICE, k)
+        self._push(due, TIMER_BILL_DUE, k)
+
+    def _bill_event(self, kind: EventKind, at: int, k: int) -> None:
+        """A bill event: the bill's booking, its session and slot, patient and account."""
+        bill = self._bills[k]
+        b = self._bookings[bill.booking]
+        self._event(kind, at, b.session, bill.booking, bill.patient, b.account, k)
+
+    def _line_event(self, kind: EventKind, at: int, p_id: int, detail: int) -> None:
+        """A line event carries only the patient."""
+        self._event(kind, at, -1, -1, p_id, -1, detail)
+
+    def _bill_due(self, k: int, at: int) -> None:
+        """BILL_DUE: an OPEN bill becomes OVERDUE, the limit is cut, an OPEN line suspended."""
+        bill = self._bills[k]
+        if bill.state != BillState.OPEN:
+            return
+        p = self._patients[bill.patient]
+        bill.state = BillState.OVERDUE
+        p.n_overdue += 1
+        p.streak = 0
+        self._bill_event(EventKind.BILL_OVERDUE, at, k)
+        _, floor, _, step = self._terms[p.kind - 1]
+        self._set_limit(bill.patient, max(min(p.limit, max(p.limit - step, floor)),
+                                          p.used + p.held), at)
+        if p.line_state == LineState.OPEN:
+            p.line_state = LineState.SUSPENDED
+            self._line_event(EventKind.CREDIT_SUSPENDED, at, bill.patient, k)
+
+    def _set_limit(self, p_id: int, new: int, at: int) -> None:
+        p = self._patients[p_id]
+        if new != p.limit:
+            p.limit = new
+            self._line_event(EventKind.LIMIT_CHANGED, at, p_id, new)
 
     # -- waitlist: backfill ------------------------------------------------------------
 
@@ -1222,6 +1569,8 @@ class Core:
         s = self._sessions[s_id]
         q = self._quota_choice(s, r.channel, t)
         b_id = self._new_booking(s_id, r.patient, r.account, r.channel, q, False, t)
+        # the booking keeps what its fee needs of r's hold (no new cover), the rest goes back
+        self._pass_hold(r, self._bookings[b_id], s.fee)
         r.state = RequestState.FILLED
         r.booking = b_id
         r.filled_session = s_id
@@ -1341,7 +1690,7 @@ class Core:
 
     def advance(self, now: int) -> None:
         """Run the timers due by ``now``."""
-        self._run_timers(self._check_now(now))
+        self._begin(self._check_now(now))
 
     def add_session(self, hospital: int, department: int, tier: int, day: int, starts_at: int,
                     end_at: int, rollover_at: int, cancel_cutoff_at: int, slot_ms: int,
@@ -1388,7 +1737,7 @@ class Core:
         if not -1 <= doctor <= _MAX_LABEL:
             raise InvalidArgument(f"doctor={doctor} must be -1 or in 0..{_MAX_LABEL}")
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         s_id = len(self._sessions)
         self._sessions.append(_Session(
             hospital, department, tier, day, starts_at, end_at, rollover_at, cancel_cutoff_at,
@@ -1416,7 +1765,7 @@ class Core:
         self._session(s_id)
         c = self._check_channel(channel)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         return self._book(a, p, s_id, c, now, bool(hold))
 
     def _book(self, a: int, p_id: int, s_id: int, c: int, now: int, hold: bool) -> Result:
@@ -1541,7 +1890,13 @@ class Core:
         q = self._quota_choice(s, c, now)
         if q < 0:
             return Result(Status.REJECTED, Reason.QUOTA_EXHAUSTED, session=s_id)
+        xb = xc = 0
+        if pol.cover and s.fee > 0:  # the credit stage: the fee must be covered, and is held
+            reason, xb, xc = self._split(self._patients[p_id], s.fee)
+            if reason != Reason.NONE:
+                return Result(Status.REJECTED, reason, session=s_id)
         b_id = self._new_booking(s_id, p_id, a, c, q, hold, now)
+        self._hold(self._patients[p_id], self._bookings[b_id], xb, xc)
         k = self._bookings[b_id].slot_no - 1
         if hold:
             self._push(self._bookings[b_id].hold_until, TIMER_HOLD_EXPIRE, b_id)
@@ -1591,7 +1946,7 @@ class Core:
         retry = np.zeros(n, dtype=np.int64)
         hold = bool(hold)
         for i in range(n):
-            self._run_timers(times[i])
+            self._begin(times[i])
             r = self._book(acc[i], pat[i], ses[i], chan[i], times[i], hold)
             status[i], reason[i], slot[i], booking[i] = r.as_tuple()
             ticket[i] = -1 if r.ticket is None else r.ticket
@@ -1603,7 +1958,7 @@ class Core:
         b = self._booking(booking)
         a = self._check_account(account)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         b_id = _id(booking, "booking")
         if b.account != a:
             return self._result_for(Status.REJECTED, Reason.NOT_OWNER, b_id)
@@ -1621,7 +1976,7 @@ class Core:
         b = self._booking(booking)
         a = self._check_account(account)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         b_id = _id(booking, "booking")
         if b.account != a:
             return self._result_for(Status.REJECTED, Reason.NOT_OWNER, b_id)
@@ -1634,6 +1989,7 @@ class Core:
         b.state = BookingState.CANCELLED
         b.changed_at = now
         b.end_reason = Reason.NONE
+        self._release_booking(b)
         self._free_slot(b_id)
         if was_booked:
             self._record_cancel(b.patient, now, b.session, b_id)
@@ -1656,7 +2012,7 @@ class Core:
         k = _id(ticket, "ticket")
         a = self._check_account(account)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         if t.account != a:
             return Result(Status.REJECTED, Reason.NOT_OWNER, session=t.session, ticket=k)
         if t.state != TicketState.QUEUED:
@@ -1693,7 +2049,7 @@ class Core:
         now = self._check_now(now)
         if until <= now:
             raise InvalidArgument("deadline must be later than now")
-        self._run_timers(now)
+        self._begin(now)
         return self._join(a, p_id, tuple(cands), c, k, until, now)
 
     def _join(self, a: int, p_id: int, cands: tuple[int, ...], c: int, klass: int,
@@ -1739,7 +2095,15 @@ class Core:
         for s_id in cands:
             if self._sessions[s_id].open >= pol.wl_session_cap:
                 return reject(Reason.WAITLIST_FULL, s_id)
+        # 5. credit stage: the largest candidate fee is covered, and held while it waits
+        xb = xc = 0
+        fee = max(self._sessions[s_id].fee for s_id in cands)
+        if pol.cover and fee > 0:
+            reason, xb, xc = self._split(p, fee)
+            if reason != Reason.NONE:
+                return reject(reason)
         r_id = self._new_request(a, p_id, c, klass, cands, deadline, now)
+        self._hold(p, self._requests[r_id], xb, xc)
         # A candidate can have a FREE slot here only if this channel may not draw from it
         # yet: the pass records the skip and schedules the recheck at the release.
         for s_id in cands:
@@ -1752,7 +2116,7 @@ class Core:
         r_id = _id(request, "request")
         a = self._check_account(account)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         if r.account != a:
             return Result(Status.REJECTED, Reason.NOT_OWNER, request=r_id)
         if r.state != RequestState.OPEN:
@@ -1760,6 +2124,7 @@ class Core:
         r.state = RequestState.CANCELLED
         r.changed_at = now
         self._close_request(r)
+        self._release_request(r)
         return Result(Status.CANCELLED, Reason.NONE, request=r_id)
 
     # -- flags and blocks ------------------------------------------------------------
@@ -1777,14 +2142,14 @@ class Core:
         now = self._check_now(now)
         if u <= now:
             raise InvalidArgument("until must be later than now")
-        self._run_timers(now)
+        self._begin(now)
         self._flag(kind, key, r, u, now)
 
     def unflag(self, kind: int, key: int, now: int) -> bool:
         """End a live flag now; False if the key was not flagged."""
         kind, key = self._kind_key(kind, key)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         obj: Any = self._accounts[key] if kind == 0 else self._patients[key]
         if not now < obj.flag_until:
             return False
@@ -1801,7 +2166,7 @@ class Core:
         now = self._check_now(now)
         if u <= now:
             raise InvalidArgument("until must be later than now")
-        self._run_timers(now)
+        self._begin(now)
         obj: Any = self._accounts[key] if kind == 0 else self._patients[key]
         obj.blocked_until = max(obj.blocked_until, u)
         self._flag_log.append((now, kind, key, -1, u))
@@ -1811,7 +2176,7 @@ class Core:
         """Lift a live block; False if there was none."""
         kind, key = self._kind_key(kind, key)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         obj: Any = self._accounts[key] if kind == 0 else self._patients[key]
         if not now < obj.blocked_until:
             return False
@@ -1842,7 +2207,7 @@ class Core:
         now = self._check_now(now)
         if any(u <= now for _, _, u in rows):
             raise InvalidArgument("every until must be later than now")
-        self._run_timers(now)
+        self._begin(now)
         for k, key_id, u in rows:
             self._flag(k, key_id, FlagReason.BLACKLIST, u, now)
 
@@ -1850,7 +2215,7 @@ class Core:
         """BOOKED -> ARRIVED; the patient becomes known at the hospital.  O(1)."""
         b = self._booking(booking)
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         b_id = _id(booking, "booking")
         if b.state == BookingState.HELD:
             return self._result_for(Status.REJECTED, Reason.NOT_CONFIRMED, b_id)
@@ -1862,6 +2227,10 @@ class Core:
         s.slot_states[b.slot_no - 1] = SlotState.ARRIVED
         self._patients[b.patient].live.discard(b_id)
         self._known.add((b.patient, s.hospital))
+        held = b.hold_balance + b.hold_credit
+        if self._policy.settle_at_check_in and held > 0:
+            reason = self._charge(b_id, held, now)[0]  # what it holds: cannot fail
+            assert reason == Reason.NONE
         self._recheck_patient(b.patient, now)
         return self._result_for(Status.ARRIVED, Reason.NONE, b_id)
 
@@ -1876,7 +2245,7 @@ class Core:
         now = self._check_now(now)
         if s.suspended or s.closed or now >= s.end_at:
             raise InvalidState("cannot add capacity to a suspended or closed session")
-        self._run_timers(now)
+        self._begin(now)
         first = s.capacity
         s.slot_states.extend([SlotState.FREE] * n)
         s.slot_bookings.extend([-1] * n)
@@ -1896,7 +2265,7 @@ class Core:
         s = self._session(session)
         s_id = _id(session, "session")
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         if s.suspended:
             return 0
         action = self._policy.suspend_action
@@ -1916,6 +2285,7 @@ class Core:
             left.append(b.patient)
             if was_booked and action != 0 and self._move_or_wait(s_id, b_id, now):
                 continue
+            self._release_booking(b)
             self._event(EventKind.BOOKING_CANCELLED, now, s_id, b_id, b.patient, b.account,
                         int(Reason.SESSION_SUSPENDED), reason=Reason.SESSION_SUSPENDED)
         for k in range(s.capacity):
@@ -1939,6 +2309,9 @@ class Core:
             if target >= 0:
                 q = self._move_quota(self._sessions[target], b.channel)
                 new = self._new_booking(target, b.patient, b.account, b.channel, q, False, now)
+                # no new cover: the new booking keeps what the target's fee needs of the old
+                # hold, the rest goes back
+                self._pass_hold(b, self._bookings[new], self._sessions[target].fee)
                 self._event(EventKind.BOOKING_MOVED, now, target, new, b.patient, b.account,
                             b_id)
                 return True
@@ -1947,6 +2320,9 @@ class Core:
             return False
         deadline = max(self._sessions[x].end_at for x in cands)
         r_id = self._new_request(b.account, b.patient, b.channel, 0, tuple(cands), deadline, now)
+        r = self._requests[r_id]  # the booking's hold passes whole to the request
+        r.hold_balance, r.hold_credit = b.hold_balance, b.hold_credit
+        b.hold_balance = b.hold_credit = 0
         self._event(EventKind.BOOKING_WAITLISTED, now, s_id, b_id, b.patient, b.account, r_id)
         return True
 
@@ -1993,7 +2369,7 @@ class Core:
         if not 1 <= k <= s.capacity:
             raise InvalidArgument(f"slot_no={k} is outside 1..{s.capacity}")
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         if s.slot_states[k - 1] != old:
             return False
         s.slot_states[k - 1] = new
@@ -2010,9 +2386,156 @@ class Core:
         if not 0 <= h <= _MAX_LABEL:
             raise InvalidArgument(f"hospital={h} is outside 0..{_MAX_LABEL}")
         now = self._check_now(now)
-        self._run_timers(now)
+        self._begin(now)
         self._known.add((p, h))
         self._recheck_patient(p, now)
+
+    # -- money commands (issue 5) ----------------------------------------------------
+    #
+    # Validation: ids, then amounts, kinds and limits (types before values), then now,
+    # then state checks on the state before timers (InvalidState).  Then the command is
+    # counted and the timers run.
+
+    def _wallet_of(self, patient: object) -> tuple[int, _Patient]:
+        p_id = _id(patient, "patient")
+        return p_id, self._patient(p_id)
+
+    def top_up(self, patient: int, amount: int, now: int) -> int:
+        """Add ``amount`` (1..MAX_FEN) to the prepaid balance (never past 10**15); returns the
+        balance.  Movement TOP_UP (EXTERNAL -> BALANCE).  O(1)."""
+        p_id, p = self._wallet_of(patient)
+        x = _amount(amount, "amount", 1)
+        if p.balance + x > _MAX_BALANCE:
+            raise InvalidArgument(f"a balance may not pass {_MAX_BALANCE} fen")
+        now = self._check_now(now)
+        self._begin(now)
+        p.balance += x
+        self._move(now, p_id, LedgerAccount.EXTERNAL, LedgerAccount.BALANCE, x, MoveKind.TOP_UP,
+                   -1, -1)
+        return p.balance
+
+    def refund(self, patient: int, amount: int, now: int) -> int:
+        """Pay ``amount`` (1..MAX_FEN, at most the free balance before timers) back out;
+        returns the balance.  Movement REFUND (BALANCE -> EXTERNAL).  O(1)."""
+        p_id, p = self._wallet_of(patient)
+        x = _amount(amount, "amount", 1)
+        if x > p.balance - p.bal_held:
+            raise InvalidArgument(f"amount={x} is more than the free balance "
+                                  f"{p.balance - p.bal_held}")
+        now = self._check_now(now)
+        self._begin(now)
+        p.balance -= x
+        self._move(now, p_id, LedgerAccount.BALANCE, LedgerAccount.EXTERNAL, x, MoveKind.REFUND,
+                   -1, -1)
+        return p.balance
+
+    def open_line(self, patient: int, kind: int, limit: int, now: int) -> None:
+        """Open (or reopen a CLOSED) credit line of ``kind`` (LineKind) with ``limit`` (-1: the
+        kind's start).  InvalidState if a line is OPEN or SUSPENDED.  O(1)."""
+        p_id, p = self._wallet_of(patient)
+        k = _int(kind, "kind")
+        if k not in (1, 2):
+            raise InvalidArgument(f"kind={k} must be 1 (outpatient) or 2 (inpatient)")
+        lim = _int(limit, "limit")
+        if lim != -1 and not 0 <= lim <= MAX_FEN:
+            raise InvalidArgument(f"limit={lim} must be -1 or in 0..{MAX_FEN}")
+        now = self._check_now(now)
+        if p.line_state in (LineState.OPEN, LineState.SUSPENDED):
+            raise InvalidState(f"patient {p_id} already has a credit line")
+        self._begin(now)
+        p.kind = k
+        p.limit = self._terms[k - 1][0] if lim == -1 else lim
+        p.line_state = LineState.OPEN
+        p.streak = 0
+        p.n_overdue = 0
+
+    def close_line(self, patient: int, now: int) -> None:
+        """Close an OPEN or SUSPENDED line with nothing used or held on it.  O(1)."""
+        p_id, p = self._wallet_of(patient)
+        now = self._check_now(now)
+        if p.line_state not in (LineState.OPEN, LineState.SUSPENDED):
+            raise InvalidState(f"patient {p_id} has no open credit line")
+        if p.used + p.held > 0:
+            raise InvalidState(f"patient {p_id} still uses or holds {p.used + p.held} fen")
+        self._begin(now)
+        p.line_state = LineState.CLOSED
+
+    def set_limit(self, patient: int, limit: int, now: int) -> int:
+        """Set the limit (0..MAX_FEN), never below used + held; LIMIT_CHANGED if it changes.
+        Returns the limit.  InvalidState without an OPEN or SUSPENDED line.  O(1)."""
+        p_id, p = self._wallet_of(patient)
+        lim = _amount(limit, "limit", 0)
+        now = self._check_now(now)
+        if p.line_state in (LineState.NONE, LineState.CLOSED):
+            raise InvalidState(f"patient {p_id} has no open credit line")
+        self._begin(now)
+        self._set_limit(p_id, max(lim, p.used + p.held), now)
+        return p.limit
+
+    def repay(self, patient: int, amount: int, now: int) -> int:
+        """Repay ``amount`` (1..MAX_FEN, at most ``used``) of the unpaid bills, oldest first;
+        returns how many were paid in full.  O(patient's bills)."""
+        p_id, p = self._wallet_of(patient)
+        x = _amount(amount, "amount", 1)
+        if x > p.used:
+            raise InvalidArgument(f"amount={x} is more than the {p.used} fen owed")
+        now = self._check_now(now)
+        self._begin(now)
+        rest = x
+        paid = 0
+        for k in p.bills:
+            if rest == 0:
+                break
+            bill = self._bills[k]
+            if bill.state == BillState.PAID:
+                continue
+            pay = min(rest, bill.amount - bill.paid)
+            bill.paid += pay
+            p.used -= pay
+            rest -= pay
+            self._move(now, p_id, LedgerAccount.EXTERNAL, LedgerAccount.CREDIT, pay,
+                       MoveKind.REPAY, -1, k)  # with the bill (booking -1)
+            if bill.paid < bill.amount:
+                continue
+            on_time = bill.state == BillState.OPEN
+            bill.state = BillState.PAID
+            bill.paid_at = now
+            paid += 1
+            self._bill_event(EventKind.BILL_PAID, now, k)
+            if on_time:
+                p.streak += 1
+                after = self._policy.credit_raise_after
+                if after > 0 and p.streak >= after:
+                    p.streak = 0
+                    _, _, ceiling, step = self._terms[p.kind - 1]
+                    # (never lowers a host's limit above the ceiling: see the readings)
+                    self._set_limit(p_id, max(p.limit, min(p.limit + step, ceiling)), now)
+            else:
+                p.n_overdue -= 1
+                if p.n_overdue == 0 and p.line_state == LineState.SUSPENDED:
+                    p.line_state = LineState.OPEN
+                    self._line_event(EventKind.CREDIT_REINSTATED, now, p_id, -1)
+        return paid
+
+    def settle(self, booking: int, amount: int, now: int) -> tuple[int, int, int, int]:
+        """Charge an ARRIVED, unsettled booking ``amount`` (0..MAX_FEN): balance first (its
+        hold included), the rest billed to the line.  Returns ``(code, from_balance,
+        from_credit, bill)`` with ``code = status | reason << 8``: ARRIVED | NONE, or REJECTED |
+        NO_COVER / CREDIT_SUSPENDED (then nothing changes; the split is what would have been
+        taken, bill -1).  O(1)."""
+        b = self._booking(booking)
+        b_id = _id(booking, "booking")
+        x = _amount(amount, "amount", 0)
+        now = self._check_now(now)
+        if b.state != BookingState.ARRIVED:
+            raise InvalidState(f"booking {b_id} has not arrived")
+        if b.settled >= 0:
+            raise InvalidState(f"booking {b_id} is already settled")
+        self._begin(now)
+        reason, xb, xc, bill = self._charge(b_id, x, now)
+        if reason != Reason.NONE:
+            return (int(Status.REJECTED) | int(reason) << 8, xb, xc, -1)
+        return (int(Status.ARRIVED), xb, xc, bill)
 
     # -- self-check ----------------------------------------------------------------
 
@@ -2058,9 +2581,100 @@ class Core:
             assert len(p.strikes) <= len(self._ban_ms)
             assert len(p.cancels) <= max(self._policy.cancel_strikes, 0)
         for due, seq, kind, ident in self._timers:
-            assert 0 <= seq < self._seq and 1 <= kind <= 10
+            assert 0 <= seq < self._seq and 1 <= kind <= 12
         self._check_fair_invariants()
         self._check_waitlist_invariants()
+        self._check_credit_invariants()
+
+    def _check_credit_invariants(self) -> None:
+        """Wallets, holds, bills and the ledger (docs/semantics.md, "The ledger")."""
+        pol = self._policy
+        n_p = len(self._patients)
+        # money conservation: every movement takes from one account what it adds to another
+        assert sum(self.ledger_totals()) == 0
+        bal_sum, credit_sum = [0] * n_p, [0] * n_p
+        hospital = 0
+        for i, (seq, ncmd, at, p_id, src, dst, amount, kind, b_id, k) in \
+                enumerate(self._movements):
+            assert seq == i and 1 <= ncmd <= self._ncmd and at <= self._now and amount > 0
+            assert (src, dst) == {
+                MoveKind.TOP_UP: (LedgerAccount.EXTERNAL, LedgerAccount.BALANCE),
+                MoveKind.PAY_BALANCE: (LedgerAccount.BALANCE, LedgerAccount.HOSPITAL),
+                MoveKind.PAY_CREDIT: (LedgerAccount.CREDIT, LedgerAccount.HOSPITAL),
+                MoveKind.REPAY: (LedgerAccount.EXTERNAL, LedgerAccount.CREDIT),
+                MoveKind.REFUND: (LedgerAccount.BALANCE, LedgerAccount.EXTERNAL)}[MoveKind(kind)]
+            for acc, sign in ((src, -1), (dst, 1)):
+                if acc == LedgerAccount.BALANCE:
+                    bal_sum[p_id] += sign * amount
+                elif acc == LedgerAccount.CREDIT:
+                    credit_sum[p_id] += sign * amount
+                elif acc == LedgerAccount.HOSPITAL:
+                    hospital += sign * amount
+            if kind in (MoveKind.PAY_BALANCE, MoveKind.PAY_CREDIT):
+                assert self._bookings[b_id].patient == p_id and self._bookings[b_id].settled >= 0
+            if kind == MoveKind.PAY_CREDIT:
+                assert self._bills[k].patient == p_id and self._bills[k].booking == b_id
+            elif kind == MoveKind.REPAY:
+                assert self._bills[k].patient == p_id and b_id == -1
+            else:
+                assert k == -1
+            if kind in (MoveKind.TOP_UP, MoveKind.REFUND):
+                assert b_id == -1
+        assert hospital == sum(b.settled for b in self._bookings if b.settled >= 0), \
+            "HOSPITAL total != sum of settled"
+        # holds: each patient's held amounts are the holds of its live holders
+        bal_held, held = [0] * n_p, [0] * n_p
+        for b_id, b in enumerate(self._bookings):
+            assert b.hold_balance >= 0 and b.hold_credit >= 0 and b.settled >= -1
+            live = b.state in _LIVE or (b.state == BookingState.ARRIVED and b.settled < 0)
+            if not live:
+                assert (b.hold_balance, b.hold_credit) == (0, 0), f"booking {b_id} still holds"
+            if b.settled >= 0:
+                assert b.state == BookingState.ARRIVED
+            bal_held[b.patient] += b.hold_balance
+            held[b.patient] += b.hold_credit
+        for r_id, r in enumerate(self._requests):
+            assert r.hold_balance >= 0 and r.hold_credit >= 0
+            if r.state != RequestState.OPEN:
+                assert (r.hold_balance, r.hold_credit) == (0, 0), f"request {r_id} still holds"
+            bal_held[r.patient] += r.hold_balance
+            held[r.patient] += r.hold_credit
+        if not pol.cover:
+            assert not any(bal_held) and not any(held), "a hold without Policy.cover"
+        # bills
+        unpaid, overdue = [0] * n_p, [0] * n_p
+        due_timers = {ident for _, _, kind, ident in self._timers if kind == TIMER_BILL_DUE}
+        for k, bill in enumerate(self._bills):
+            assert k in self._patients[bill.patient].bills
+            assert 0 <= bill.paid <= bill.amount and bill.amount > 0
+            assert bill.due_at == bill.created_at + pol.bill_due_ms
+            assert (bill.state == BillState.PAID) == (bill.paid == bill.amount)
+            assert (bill.state == BillState.PAID) == (bill.paid_at >= 0)
+            if bill.state == BillState.OPEN:
+                assert k in due_timers, f"open bill {k} never falls due"
+            elif bill.state == BillState.OVERDUE:
+                overdue[bill.patient] += 1
+            unpaid[bill.patient] += bill.amount - bill.paid
+        for p_id, p in enumerate(self._patients):
+            assert p.bills == sorted(p.bills)
+            assert bal_sum[p_id] == p.balance, f"patient {p_id}: BALANCE movements != balance"
+            assert credit_sum[p_id] == -p.used, f"patient {p_id}: CREDIT movements != -used"
+            assert unpaid[p_id] == p.used, f"patient {p_id}: used != unpaid bills"
+            assert (p.bal_held, p.held) == (bal_held[p_id], held[p_id]), \
+                f"patient {p_id}: held {(p.bal_held, p.held)} != holds {(bal_held[p_id], held[p_id])}"
+            assert 0 <= p.bal_held <= p.balance <= _MAX_BALANCE
+            assert p.used >= 0 and p.held >= 0 and p.streak >= 0
+            assert p.used + p.held <= p.limit, f"patient {p_id}: used + held > limit"
+            assert p.n_overdue == overdue[p_id]
+            assert (p.line_state == LineState.SUSPENDED) == (p.n_overdue > 0)
+            if p.kind == 0:
+                assert p.line_state == LineState.NONE and p.limit == 0
+            else:
+                assert p.kind in (1, 2) and p.line_state != LineState.NONE
+            if p.line_state == LineState.CLOSED:
+                assert p.used == p.held == 0
+            if pol.credit_raise_after > 0:
+                assert p.streak < pol.credit_raise_after
 
     def _check_waitlist_invariants(self) -> None:
         pol = self._policy
