@@ -279,6 +279,7 @@ cdef class Core:
     cdef int64_t _ncmd                # commands run (movements record it)
     cdef bint _money                  # _bcover is kept (cover on, or a booking was settled)
     cdef vector[Wallet] _wallets      # per patient once money is used (else empty)
+    cdef vector[Purse] _purses        # per patient alongside _wallets (the hot part)
     cdef vector[Cover] _bcover        # per booking while _money
     cdef vector[Cover] _rcover        # per request while _cover
     cdef vector[Bill] _bills
@@ -377,6 +378,7 @@ cdef class Core:
         self._ncmd = 0
         self._money = cover
         self._wallets.clear()
+        self._purses.clear()
         self._bcover.clear()
         self._rcover.clear()
         self._bills.clear()
@@ -926,7 +928,7 @@ cdef class Core:
         cdef int32_t idx, q, bid
         cdef int64_t hb = 0, hc = 0
         cdef int reason
-        cdef Wallet* w
+        cdef Purse* pu
         cdef Booking nb
         idx = bm_lowest(self._bm(s), bm_words(s.capacity))
         if idx < 0:
@@ -938,18 +940,19 @@ cdef class Core:
         else:
             return _code(ST_REJECTED, R_QUOTA_EXHAUSTED)
         if self._money:
-            # 6. credit: the fee is covered and held (one wallet cache line)
+            # 6. credit: the fee is covered and held (the 16-byte purse, and
+            # Patient.line_open on the patient's line already read)
             if self._cover and s.fee > 0:
-                w = &self._wallets[p]
-                hb = w.balance - w.bal_held
+                pu = &self._purses[p]
+                hb = pu.free
                 if hb >= s.fee:         # the usual case: the free balance covers it all
                     hb = s.fee
                 else:
-                    reason = cr_cover(w, s.fee, &hb, &hc)
+                    reason = cr_cover(self, p, s.fee, &hb, &hc)
                     if reason:
                         return _code(ST_REJECTED, reason)
-                w.bal_held += hb
-                w.held += hc
+                pu.free -= hb
+                pu.room -= hc
             cr_put_cover(self, <int32_t>self._bookings.size(), hb, hc)
         self._q_left[base + q] -= 1
         bid = <int32_t>self._bookings.size()
@@ -1367,7 +1370,7 @@ cdef class Core:
         if self._n_queued or self._cohort_on:
             se_prefetch(&self._p_tq[p])
         if self._cover:
-            se_prefetch(&self._wallets[p])
+            se_prefetch(&self._purses[p])
 
     def book(self, account, patient, session, channel, now, hold):
         """Book (or hold, if ``hold``) the lowest FREE slot of ``session``, or say why not.
@@ -1387,7 +1390,7 @@ cdef class Core:
         if self._cover:
             # the credit stage reads this line last: start its miss now, so that it
             # overlaps the eligibility walks (book_many prefetches it rows ahead)
-            se_prefetch(&self._wallets[p])
+            se_prefetch(&self._purses[p])
         out.slot = -1
         out.booking = -1
         out.ticket = -1
@@ -1470,7 +1473,7 @@ cdef class Core:
         t = now
         sid = <int32_t>s
         if self._cover:
-            se_prefetch(&self._wallets[<int32_t>p])     # as in book
+            se_prefetch(&self._purses[<int32_t>p])     # as in book
         out.slot = -1
         out.booking = -1
         out.ticket = -1
@@ -1966,6 +1969,7 @@ cdef class Core:
         blank.n_cancels = 0
         blank.known_more = 0
         blank.wl = 0
+        blank.line_open = 0
         self._patients.resize(k, blank)
         self._strikes.resize(k * self._n_ban, 0)
         self._cancels.resize(k * self._cancel_strikes, 0)
@@ -2358,6 +2362,7 @@ cdef class Core:
         self._begin(t)
         w = &self._wallets[p]
         w.balance += x
+        self._purses[p].free += x
         cr_record(self, p, LA_EXTERNAL, LA_BALANCE, x, MK_TOP_UP, -1, -1, t)
         return w.balance
 
@@ -2366,13 +2371,14 @@ cdef class Core:
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t x = _amount(amount, "amount", 1)
         cdef Wallet* w = self._wallet_for(p)
-        if x > w.balance - w.bal_held:      # an amount check, on the state before timers
+        if x > self._purses[p].free:        # an amount check, on the state before timers
             raise InvalidArgument(f"amount={x} is more than the free balance "
-                                  f"{w.balance - w.bal_held}")
+                                  f"{self._purses[p].free}")
         cdef int64_t t = self._check_now(now)
         self._begin(t)
         w = &self._wallets[p]
         w.balance -= x
+        self._purses[p].free -= x
         cr_record(self, p, LA_BALANCE, LA_EXTERNAL, x, MK_REFUND, -1, -1, t)
         return w.balance
 
@@ -2393,8 +2399,10 @@ cdef class Core:
         self._begin(t)
         w = &self._wallets[p]
         w.kind = <uint8_t>k
-        w.limit = self._terms[4 * (k - 1)] if lim == -1 else lim
-        w.state = LS_OPEN
+        lim = self._terms[4 * (k - 1)] if lim == -1 else lim
+        self._purses[p].room += lim - w.limit      # room = limit - used - held
+        w.limit = lim
+        cr_set_state(self, p, LS_OPEN)
         w.streak = 0
         w.n_overdue = 0
 
@@ -2405,10 +2413,11 @@ cdef class Core:
         cdef Wallet* w = self._wallet_for(p)
         if w.state != LS_OPEN and w.state != LS_SUSPENDED:
             raise InvalidState(f"patient {p} has no open credit line")
-        if w.used + w.held > 0:
-            raise InvalidState(f"patient {p}'s line has {w.used + w.held} fen used or held")
+        if w.limit - self._purses[p].room > 0:      # used + held
+            raise InvalidState(f"patient {p}'s line has {w.limit - self._purses[p].room} "
+                               "fen used or held")
         self._begin(t)
-        self._wallets[p].state = LS_CLOSED
+        cr_set_state(self, p, LS_CLOSED)
 
     def set_limit(self, patient, limit, now):
         """Set the line's limit (never below used + held); returns the limit."""
@@ -2420,8 +2429,8 @@ cdef class Core:
             raise InvalidState(f"patient {p} has no open credit line")
         self._begin(t)
         w = &self._wallets[p]
-        if lim < w.used + w.held:
-            lim = w.used + w.held
+        if lim < w.limit - self._purses[p].room:   # used + held
+            lim = w.limit - self._purses[p].room
         cr_set_limit(self, p, lim, t)
         return self._wallets[p].limit
 
@@ -2460,15 +2469,10 @@ cdef class Core:
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t x = _amount(amount, "amount", 1)
         cdef int64_t fb, fc
-        cdef Wallet blank
-        cdef const Wallet* w
         cdef int reason
-        if <size_t>p < self._wallets.size():
-            w = &self._wallets[p]
-        else:
-            memset(&blank, 0, sizeof(Wallet))
-            w = &blank
-        reason = cr_cover(w, x, &fb, &fc)
+        if <size_t>p >= self._wallets.size():
+            return (R_NO_COVER, 0, x)       # no wallet: nothing free (as a zero wallet)
+        reason = cr_cover(self, p, x, &fb, &fc)
         return (reason, fb, fc)
 
     def booking_cover(self, booking):
@@ -2791,6 +2795,7 @@ cdef class Core:
             + self._filled.capacity() * sizeof(FilledRec)
             + self._returns.capacity() * sizeof(ReturnRec),
             "credit": self._wallets.capacity() * sizeof(Wallet)
+            + self._purses.capacity() * sizeof(Purse)
             + self._bcover.capacity() * sizeof(Cover)
             + self._rcover.capacity() * sizeof(Cover)
             + self._bills.capacity() * sizeof(Bill)

@@ -5,8 +5,14 @@
 #
 # * wallets: one 64-byte, cache-line-aligned Wallet per patient in
 #   Core._wallets, allocated on the first money command (or at
-#   ensure_patients when cover is on), so a booking's cover check reads one
-#   line.  Kept sized to the patients from then on.
+#   ensure_patients when cover is on), and kept sized to the patients from
+#   then on; beside it a 16-byte Purse per patient in Core._purses: the free
+#   balance (balance - bal_held) and the free credit (limit - used - held,
+#   kept whatever the line's state), with Patient.line_open mirroring
+#   Wallet.state == OPEN.  A booking's cover check and hold read and write
+#   only the purse (four a cache line) and the patient's line, never the
+#   wallet; bal_held and held are derived from the purse (cr_bal_held,
+#   cr_held), so every change of balance, limit or used moves the purse too.
 # * covers: Core._bcover (16 B per booking) parallel to the bookings once
 #   Core._money is set (cover on, or the first settle), so bookings stay 48 B
 #   while money is never used.  It runs ahead of the bookings (grown by a
@@ -20,8 +26,8 @@
 #   never walks a paid bill.
 # * the ledger: 40-byte movements in Core._moves (seq = index).
 #
-# Holds move no money: holding and releasing only adjust Wallet.bal_held /
-# held and the cover record.  Charges, top-ups, repayments and refunds append
+# Holds move no money: holding and releasing only adjust the purse and the
+# cover record.  Charges, top-ups, repayments and refunds append
 # a movement stamped with Core._ncmd, the number of the running command.
 
 
@@ -30,6 +36,7 @@
 cdef void cr_wallets_need(Core self) noexcept nogil:
     """Size the wallets to the patients (all zero, no bills).  O(new patients)."""
     cdef Wallet blank
+    cdef Purse empty
     if self._wallets.size() >= self._patients.size():
         return
     memset(&blank, 0, sizeof(Wallet))
@@ -37,6 +44,33 @@ cdef void cr_wallets_need(Core self) noexcept nogil:
     blank.bill_unpaid = -1
     blank.bill_last = -1
     self._wallets.resize(self._patients.size(), blank)
+    empty.free = 0
+    empty.room = 0
+    self._purses.resize(self._patients.size(), empty)
+
+
+cdef inline int64_t cr_bal_held(Core self, int32_t p) noexcept nogil:
+    """Wallet bal_held: the held part of the balance."""
+    return self._wallets[p].balance - self._purses[p].free
+
+
+cdef inline int64_t cr_held(Core self, int32_t p) noexcept nogil:
+    """Wallet held: held on the line, not billed yet."""
+    cdef const Wallet* w = &self._wallets[p]
+    return w.limit - w.used - self._purses[p].room
+
+
+cdef inline void cr_unhold(Core self, int32_t p, int64_t hb, int64_t hc) noexcept nogil:
+    """Release (hb, hc) of the patient's holds (negative: hold more)."""
+    cdef Purse* pu = &self._purses[p]
+    pu.free += hb
+    pu.room += hc
+
+
+cdef inline void cr_set_state(Core self, int32_t p, uint8_t state) noexcept nogil:
+    """The line's state, and its OPEN bit in the patient's record."""
+    self._wallets[p].state = state
+    self._patients[p].line_open = state == LS_OPEN
 
 
 cdef void cr_covers_need(Core self) noexcept nogil:
@@ -57,14 +91,17 @@ cdef void cr_covers_grow(Core self, size_t need) noexcept nogil:
     self._bcover.resize(n)
 
 
-cdef inline int cr_cover(const Wallet* w, int64_t x, int64_t* fb, int64_t* fc) noexcept nogil:
-    """Cover x > 0: the free balance first, then the free credit.  0, or the Reason."""
-    cdef int64_t free_b = w.balance - w.bal_held
-    cdef int64_t free_c = w.limit - w.used - w.held if w.state == LS_OPEN else 0
+cdef inline int cr_cover(Core self, int32_t p, int64_t x, int64_t* fb,
+                         int64_t* fc) noexcept nogil:
+    """Cover x > 0: the free balance first, then the free credit.  0, or the Reason.
+    Reads the purse and the patient's line; the wallet only to say why not."""
+    cdef const Purse* pu = &self._purses[p]
+    cdef int64_t free_b = pu.free
+    cdef int64_t free_c = pu.room if self._patients[p].line_open else 0
     fb[0] = x if x < free_b else free_b
     fc[0] = x - fb[0]
     if fc[0] > free_c:
-        return R_CREDIT_SUSPENDED if w.state == LS_SUSPENDED else R_NO_COVER
+        return R_CREDIT_SUSPENDED if self._wallets[p].state == LS_SUSPENDED else R_NO_COVER
     return 0
 
 
@@ -81,25 +118,22 @@ cdef inline void cr_put_cover(Core self, int32_t b, int64_t hb, int64_t hc) noex
 cdef inline void cr_release_booking(Core self, int32_t b) noexcept nogil:
     """Booking b ended other than by arrival: its hold goes back (only with Core._money)."""
     cdef Cover* cv = &self._bcover[b]
-    cdef Wallet* w
     if cv.hb == 0 and cv.hc == 0:
         return
-    w = &self._wallets[self._bookings[b].patient]
-    w.bal_held -= cv.hb
-    w.held -= cv.hc
+    cr_unhold(self, self._bookings[b].patient, cv.hb, cv.hc)
     cv.hb = 0
     cv.hc = 0
 
 
-cdef inline void cr_keep(Wallet* w, int64_t* hb, int64_t* hc, int64_t amount) noexcept nogil:
+cdef inline void cr_keep(Core self, int32_t p, int64_t* hb, int64_t* hc,
+                         int64_t amount) noexcept nogil:
     """Of the hold (hb, hc) keep min(total, amount), balance part first; release the rest."""
     cdef int64_t kb, kc
     if amount > hb[0] + hc[0]:
         amount = hb[0] + hc[0]
     kb = hb[0] if hb[0] < amount else amount
     kc = amount - kb
-    w.bal_held -= hb[0] - kb
-    w.held -= hc[0] - kc
+    cr_unhold(self, p, hb[0] - kb, hc[0] - kc)
     hb[0] = kb
     hc[0] = kc
 
@@ -110,7 +144,7 @@ cdef void cr_move_hold(Core self, int32_t b, int32_t nb) noexcept nogil:
     cdef int64_t hb = cv.hb, hc = cv.hc
     if hb == 0 and hc == 0:
         return
-    cr_keep(&self._wallets[self._bookings[b].patient], &hb, &hc,
+    cr_keep(self, self._bookings[b].patient, &hb, &hc,
             self._sessions[self._bookings[nb].session].fee)
     cv.hb = 0
     cv.hc = 0
@@ -141,12 +175,9 @@ cdef inline void cr_push_rcover(Core self) noexcept nogil:
 cdef inline void cr_release_request(Core self, int32_t r) noexcept nogil:
     """Request r closed: what it still holds goes back (only with cover on)."""
     cdef Cover* rc = &self._rcover[r]
-    cdef Wallet* w
     if rc.hb == 0 and rc.hc == 0:
         return
-    w = &self._wallets[self._requests[r].patient]
-    w.bal_held -= rc.hb
-    w.held -= rc.hc
+    cr_unhold(self, self._requests[r].patient, rc.hb, rc.hc)
     rc.hb = 0
     rc.hc = 0
 
@@ -159,7 +190,7 @@ cdef void cr_fill(Core self, int32_t r, int32_t b) noexcept nogil:
     cdef int64_t hb = rc.hb, hc = rc.hc
     if hb == 0 and hc == 0:
         return
-    cr_keep(&self._wallets[self._requests[r].patient], &hb, &hc,
+    cr_keep(self, self._requests[r].patient, &hb, &hc,
             self._sessions[self._bookings[b].session].fee)
     rc.hb = 0
     rc.hc = 0
@@ -181,13 +212,11 @@ cdef int cr_join(Core self, int32_t p, const int32_t* cands, int32_t n, int64_t*
             f = self._sessions[cands[i]].fee
     if f == 0:
         return 0
-    return cr_cover(&self._wallets[p], f, hb, hc)
+    return cr_cover(self, p, f, hb, hc)
 
 
 cdef void cr_hold_request(Core self, int32_t r, int64_t hb, int64_t hc) noexcept nogil:
-    cdef Wallet* w = &self._wallets[self._requests[r].patient]
-    w.bal_held += hb
-    w.held += hc
+    cr_unhold(self, self._requests[r].patient, -hb, -hc)
     self._rcover[r].hb = hb
     self._rcover[r].hc = hc
 
@@ -261,9 +290,10 @@ cdef int cr_charge(Core self, int32_t b, int64_t x, int64_t t, int64_t* xb_out,
     and the free credit; the credit part is billed.  0, or the Reason (nothing changes)."""
     cdef int32_t p = self._bookings[b].patient
     cdef Wallet* w = &self._wallets[p]
+    cdef Purse* pu = &self._purses[p]
     cdef Cover* cv = &self._bcover[b]
-    cdef int64_t ub = w.balance - w.bal_held + cv.hb
-    cdef int64_t uc = cv.hc + (w.limit - w.used - w.held if w.state == LS_OPEN else 0)
+    cdef int64_t ub = pu.free + cv.hb
+    cdef int64_t uc = cv.hc + (pu.room if w.state == LS_OPEN else 0)
     cdef int64_t xb = x if x < ub else ub
     cdef int64_t xc = x - xb
     xb_out[0] = xb
@@ -271,8 +301,9 @@ cdef int cr_charge(Core self, int32_t b, int64_t x, int64_t t, int64_t* xb_out,
     bill_out[0] = -1
     if xc > uc:
         return R_CREDIT_SUSPENDED if w.state == LS_SUSPENDED else R_NO_COVER
-    w.bal_held -= cv.hb
-    w.held -= cv.hc
+    # release the hold, then take xb off the balance and xc onto used
+    pu.free += cv.hb - xb
+    pu.room += cv.hc - xc
     cv.hb = x           # settled: the amount charged (see Cover)
     cv.hc = 0
     self._bookings[b].flags |= F_SETTLED
@@ -280,7 +311,7 @@ cdef int cr_charge(Core self, int32_t b, int64_t x, int64_t t, int64_t* xb_out,
         w.balance -= xb
         cr_record(self, p, LA_BALANCE, LA_HOSPITAL, xb, MK_PAY_BALANCE, b, -1, t)
     if xc > 0:
-        w.used += xc
+        w.used += xc        # (the purse's room took it above)
         bill_out[0] = <int32_t>self._bills.size()
         cr_record(self, p, LA_CREDIT, LA_HOSPITAL, xc, MK_PAY_CREDIT, b, bill_out[0], t)
         cr_new_bill(self, b, xc, t)
@@ -296,6 +327,7 @@ cdef void cr_set_limit(Core self, int32_t p, int64_t new, int64_t t) noexcept no
     """limit = new; event LIMIT_CHANGED if it changed."""
     cdef Wallet* w = &self._wallets[p]
     if new != w.limit:
+        self._purses[p].room += new - w.limit
         w.limit = new
         cr_line_event(self, E_LIMIT_CHANGED, p, t, new)
 
@@ -323,8 +355,8 @@ cdef void cr_cut(Core self, int32_t p, int64_t t) noexcept nogil:
         new = tm[1]
     if new > w.limit:
         new = w.limit
-    if new < w.used + w.held:
-        new = w.used + w.held
+    if new < w.limit - self._purses[p].room:     # used + held
+        new = w.limit - self._purses[p].room
     cr_set_limit(self, p, new, t)
 
 
@@ -349,7 +381,7 @@ cdef void cr_bill_due(Core self, int32_t k, int64_t due) noexcept nogil:
     cr_cut(self, p, due)
     w = &self._wallets[p]
     if w.state == LS_OPEN:
-        w.state = LS_SUSPENDED
+        cr_set_state(self, p, LS_SUSPENDED)
         cr_line_event(self, E_CREDIT_SUSPENDED, p, due, k)
 
 
@@ -370,6 +402,7 @@ cdef int64_t cr_repay(Core self, int32_t p, int64_t amount, int64_t t) noexcept 
         rest -= x
         w = &self._wallets[p]
         w.used -= x
+        self._purses[p].room += x
         cr_record(self, p, LA_EXTERNAL, LA_CREDIT, x, MK_REPAY, -1, k, t)
         bl = &self._bills[k]
         if bl.paid == bl.amount:
@@ -388,7 +421,7 @@ cdef int64_t cr_repay(Core self, int32_t p, int64_t amount, int64_t t) noexcept 
             else:
                 w.n_overdue -= 1
                 if w.n_overdue == 0 and w.state == LS_SUSPENDED:
-                    w.state = LS_OPEN
+                    cr_set_state(self, p, LS_OPEN)
                     cr_line_event(self, E_CREDIT_REINSTATED, p, t, -1)
         k = self._bills[k].next
     return n
@@ -401,8 +434,8 @@ cdef tuple cr_wallet_tuple(Core self, int32_t p):
     if <size_t>p >= self._wallets.size():
         return (0, 0, 0, 0, 0, 0, 0, 0, 0)
     w = &self._wallets[p]
-    return (w.balance, w.bal_held, w.kind, w.state, w.limit, w.used, w.held, w.streak,
-            w.n_overdue)
+    return (w.balance, cr_bal_held(self, p), w.kind, w.state, w.limit, w.used,
+            cr_held(self, p), w.streak, w.n_overdue)
 
 
 cdef tuple cr_cover_tuple(Core self, int32_t b):
@@ -452,6 +485,7 @@ cdef cr_check(Core self):
     cdef int64_t nr = self._requests.size(), i, settled = 0, n_listed = 0
     cdef int32_t p, k, b, r, prev
     cdef const Wallet* w
+    cdef int64_t w_bal_held, w_held
     cdef const Bill* bl
     cdef const Move* mv
     cdef const Booking* bk
@@ -459,6 +493,10 @@ cdef cr_check(Core self):
     cdef int64_t tot[4]
     cdef bint in_suffix
     assert self._wallets.size() == 0 or <int64_t>self._wallets.size() == np_, "wallets size"
+    assert self._purses.size() == self._wallets.size(), "purses out of step with wallets"
+    if self._wallets.size() == 0:
+        for p in range(<int32_t>np_):
+            assert not self._patients[p].line_open, f"patient {p}: line_open, no wallet"
     assert not self._cover or self._money, "cover on without per-booking covers"
     if self._money:
         assert <int64_t>self._bcover.size() >= nb, "booking covers out of step"
@@ -541,11 +579,18 @@ cdef cr_check(Core self):
         assert bal[p] == w.balance, f"patient {p}: balance {w.balance}, movements {bal[p]}"
         assert cred[p] == -w.used, f"patient {p}: used {w.used}, movements {cred[p]}"
         assert unpaid[p] == w.used, f"patient {p}: used {w.used}, unpaid bills {unpaid[p]}"
-        assert hb[p] == w.bal_held and hc[p] == w.held, \
-            f"patient {p}: held ({w.bal_held}, {w.held}), holds ({hb[p]}, {hc[p]})"
-        assert 0 <= w.bal_held <= w.balance <= MAX_BALANCE, f"patient {p}: balance"
-        assert 0 <= w.used and 0 <= w.held and 0 <= w.limit <= MAX_FEN
-        assert w.used + w.held <= w.limit, f"patient {p}: used + held over the limit"
+        # the purse against the wallet and the holds: free = balance - bal_held,
+        # room = limit - used - held, line_open = (state == OPEN)
+        w_bal_held = cr_bal_held(self, p)
+        w_held = cr_held(self, p)
+        assert hb[p] == w_bal_held and hc[p] == w_held, \
+            f"patient {p}: purse ({self._purses[p].free}, {self._purses[p].room}) says held " \
+            f"({w_bal_held}, {w_held}), holds ({hb[p]}, {hc[p]})"
+        assert self._patients[p].line_open == (w.state == LS_OPEN), \
+            f"patient {p}: line_open {self._patients[p].line_open}, state {w.state}"
+        assert 0 <= w_bal_held <= w.balance <= MAX_BALANCE, f"patient {p}: balance"
+        assert 0 <= w.used and 0 <= w_held and 0 <= w.limit <= MAX_FEN
+        assert w.used + w_held <= w.limit, f"patient {p}: used + held over the limit"
         assert overdue[p] == w.n_overdue, f"patient {p}: n_overdue"
         assert LS_NONE <= w.state <= LS_CLOSED and w.kind <= LK_INPATIENT
         assert (w.kind == 0) == (w.state == LS_NONE), f"patient {p}: kind {w.kind}"

@@ -290,6 +290,7 @@ cdef struct Patient:
     uint16_t n_cancels
     uint8_t known_more
     uint8_t wl            # 1 while Core._p_rq[p] >= 0 (the patient may have OPEN requests)
+    uint8_t line_open     # 1 while the credit line is OPEN (Wallet.state; padding byte)
 
 
 cdef struct Timer:
@@ -582,14 +583,14 @@ cdef int64_t MAX_BALANCE = 1_000_000_000_000_000 # a prepaid balance never passe
 
 cdef extern from *:
     """
-    /* One patient's wallet: 64 bytes, aligned to a cache line (C++17 aligned
-       new), so the cover check of a booking reads exactly one line. */
+    /* One patient's wallet: 64 bytes (48 used), aligned to a cache line (C++17
+       aligned new).  The cold fields: a booking's cover check and hold touch
+       only the patient's Purse (bal_held = balance - free, held = limit - used
+       - room) and Patient.line_open. */
     struct alignas(64) se_wallet {
         int64_t balance;      /* prepaid money, >= 0 */
-        int64_t bal_held;     /* the held part of it */
         int64_t limit;        /* credit line limit */
         int64_t used;         /* billed and unpaid */
-        int64_t held;         /* held on the line, not billed yet */
         int32_t bill_first;   /* the patient's bills, linked by Bill.next in id */
         int32_t bill_unpaid;  /* order: first, first unpaid (bills are repaid */
         int32_t bill_last;    /* oldest first, so the unpaid ones are a suffix), last */
@@ -602,10 +603,8 @@ cdef extern from *:
     """
     ctypedef struct Wallet "se_wallet":
         int64_t balance
-        int64_t bal_held
         int64_t limit
         int64_t used
-        int64_t held
         int32_t bill_first
         int32_t bill_unpaid
         int32_t bill_last
@@ -613,6 +612,15 @@ cdef extern from *:
         int32_t n_overdue
         uint8_t kind
         uint8_t state
+
+
+cdef struct Purse:
+    # 16 bytes, four a cache line: the hot part of a patient's money
+    # (Core._purses, parallel to Core._wallets).  A booking's cover check and
+    # hold read and write only this (and Patient.line_open), so book_many
+    # dirties 16 B per patient, not a 64-byte wallet line.
+    int64_t free          # the free balance: balance - bal_held
+    int64_t room          # the free credit: limit - used - held, whatever the line's state
 
 
 cdef struct Cover:
