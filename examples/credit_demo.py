@@ -139,7 +139,8 @@ def repay_all(patient: str) -> Callable[[int], None]:
 
 def refund(patient: str, amount: int) -> Callable[[int], None]:
     def action(t: int) -> None:
-        left = e.credit.refund(patient, amount, now=t)
+        assert e.credit.refund(patient, amount, now=t).ok
+        left = e.credit.statement(patient).balance
         note(t, f"{patient} takes {yuan(amount)} back off his card: balance {yuan(left)}")
     return action
 

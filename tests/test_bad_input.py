@@ -618,7 +618,7 @@ cr_case("open_line.state", [("P1", InvalidState), ("P2", InvalidState), ("P3", I
         lambda v: lambda e: e.credit.open_line(v, kind="inpatient", now=NOW))
 
 cr_case("refund.patient", BAD_PATIENT, lambda v: lambda e: e.credit.refund(v, 100, now=NOW))
-cr_case("refund.amount", BAD_FEN + [(4001, InvalidArgument), (10000, InvalidArgument)],
+cr_case("refund.amount", BAD_FEN + [(10001, InvalidArgument), (10**12, InvalidArgument)],
         lambda v: lambda e: e.credit.refund("P1", v, now=NOW))
 cr_case("refund.amount[P3]", [(1, InvalidArgument)],  # no balance at all
         lambda v: lambda e: e.credit.refund("P3", v, now=NOW))
@@ -763,8 +763,10 @@ def test_credit_valid_edges(backend):
     e = se.Engine(policy=se.Policy(require_cover=True), backend=backend)
     assert e.credit.top_up("张三", MAX_FEN, now=T0) == MAX_FEN
     assert e.credit.top_up("张三", np.int64(5), now=np.int64(T0)) == MAX_FEN + 5
-    assert e.credit.refund("张三", np.int64(5), now=T0) == MAX_FEN
-    assert e.credit.refund("张三", MAX_FEN, now=T0) == 0
+    assert e.credit.refund("张三", np.int64(5), now=T0).ok
+    assert e.credit.statement("张三").balance == MAX_FEN
+    assert e.credit.refund("张三", MAX_FEN, now=T0).from_balance == MAX_FEN
+    assert e.credit.statement("张三").balance == 0
     line = e.credit.open_line("李四", kind="inpatient", limit=MAX_FEN, now=T0)
     assert (line.kind, line.limit, line.available) == ("inpatient", MAX_FEN, MAX_FEN)
     assert e.credit.set_limit("李四", 0, now=T0) == 0

@@ -1567,18 +1567,18 @@ def test_repay_pays_the_oldest_bills_first(money):
     assert c.repay(0, 150, 13) == 1 and c.wallet(0)[5] == 0
 
 
-def test_refund_only_the_free_balance_judged_before_timers(money):
+def test_refund_only_the_free_balance_judged_after_timers(money):
     c = money()
     session(c, fee=100)
     c.top_up(0, 100, 1)
     book(c, 10, patient=0, hold=True)  # holds (100, 0) until 20
     before = c.dump()
     with pytest.raises(errors.InvalidArgument):
-        c.refund(0, 1, 25)  # the hold would expire at 20, but validation comes first
+        c.refund(0, 101, 25)  # more than the balance: validation, before the timers
     assert c.dump() == before
-    c.advance(25)
-    assert c.refund(0, 100, 26) == 0
-    assert c.movements()[-1] == move(1, c.ncmd, 26, 0, MK.REFUND, 100)
+    assert c.refund(0, 100, 19) == (int(R.NO_COVER), 100)  # still held: nothing refunded
+    assert c.refund(0, 100, 20) == (0, 0)  # the hold expired in this command's timers
+    assert c.movements()[-1] == move(1, c.ncmd, 20, 0, MK.REFUND, 100)
     assert c.ledger_totals() == (0, 0, 0, 0)
     with pytest.raises(errors.InvalidArgument):
         c.refund(0, 1, 27)

@@ -2367,20 +2367,23 @@ cdef class Core:
         return w.balance
 
     def refund(self, patient, amount, now):
-        """Pay ``amount`` fen of the free (unheld) balance out; returns the balance."""
+        """Pay ``amount`` fen (at most the balance) out of the free balance; returns
+        ``(reason, balance)``: 0, or NO_COVER (nothing refunded) when the free balance
+        after the timers is short (a ticket they served may have held some)."""
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t x = _amount(amount, "amount", 1)
         cdef Wallet* w = self._wallet_for(p)
-        if x > self._purses[p].free:        # an amount check, on the state before timers
-            raise InvalidArgument(f"amount={x} is more than the free balance "
-                                  f"{self._purses[p].free}")
+        if x > w.balance:        # an amount check, on the state before timers
+            raise InvalidArgument(f"amount={x} is more than the balance {w.balance}")
         cdef int64_t t = self._check_now(now)
         self._begin(t)
         w = &self._wallets[p]
+        if x > self._purses[p].free:
+            return R_NO_COVER, w.balance
         w.balance -= x
         self._purses[p].free -= x
         cr_record(self, p, LA_BALANCE, LA_EXTERNAL, x, MK_REFUND, -1, -1, t)
-        return w.balance
+        return 0, w.balance
 
     def open_line(self, patient, kind, limit, now):
         """Open (or reopen a CLOSED) credit line of ``kind`` (LineKind) with ``limit`` fen
@@ -2417,7 +2420,11 @@ cdef class Core:
             raise InvalidState(f"patient {p}'s line has {w.limit - self._purses[p].room} "
                                "fen used or held")
         self._begin(t)
+        w = &self._wallets[p]
+        if w.limit - self._purses[p].room > 0:      # a ticket served by the timers holds some
+            return False
         cr_set_state(self, p, LS_CLOSED)
+        return True
 
     def set_limit(self, patient, limit, now):
         """Set the line's limit (never below used + held); returns the limit."""

@@ -158,11 +158,18 @@ class Credit:
         # new patient (balance 0) cannot reach it, so registering first is safe.
         return self._e._core.top_up(self._register(known, name), x, t)
 
-    def refund(self, patient: str, amount: int, *, now: object) -> int:
-        """Pay ``amount`` fen of the free (unheld) balance back out; returns the balance."""
+    def refund(self, patient: str, amount: int, *, now: object) -> Cover:
+        """Pay ``amount`` fen of the free (unheld) balance back out.
+
+        More than the whole balance raises InvalidArgument.  If the free
+        balance is short once the command's timers have run (a queued
+        request served by them may have just held a fee), nothing is
+        refunded and the result says NO_COVER.  Returns what was paid out.
+        """
         p = self._patient(patient)
         x = self._amount(amount)
-        return self._e._core.refund(p, x, self._e._time(now))
+        reason, _ = self._e._core.refund(p, x, self._e._time(now))
+        return Cover(reason == 0, Reason(reason), x if reason == 0 else 0, 0)
 
     def open_line(self, patient: str, *, kind: str = "outpatient", limit: int | None = None,
                   now: object) -> Line:
@@ -189,10 +196,14 @@ class Credit:
         except KeyError:
             raise InvalidArgument(f"kind must be one of {sorted(_KINDS)}, not {kind!r}") from None
 
-    def close_line(self, patient: str, *, now: object) -> None:
-        """Close a line with nothing used or held on it."""
+    def close_line(self, patient: str, *, now: object) -> bool:
+        """Close a line with nothing used or held on it (InvalidState otherwise).
+
+        False (nothing changes) in the one case the check cannot see ahead: a
+        queued request served by the command's own timers took a hold on it.
+        """
         p = self._patient(patient)
-        self._e._core.close_line(p, self._e._time(now))
+        return bool(self._e._core.close_line(p, self._e._time(now)))
 
     def set_limit(self, patient: str, limit: int, *, now: object) -> int:
         """Set the line's limit (never below what is used and held); returns the new limit."""

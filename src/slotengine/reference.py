@@ -2414,20 +2414,23 @@ class Core:
                    -1, -1)
         return p.balance
 
-    def refund(self, patient: int, amount: int, now: int) -> int:
-        """Pay ``amount`` (1..MAX_FEN, at most the free balance before timers) back out;
-        returns the balance.  Movement REFUND (BALANCE -> EXTERNAL).  O(1)."""
+    def refund(self, patient: int, amount: int, now: int) -> tuple[int, int]:
+        """Pay ``amount`` (1..MAX_FEN, at most the balance) back out of the free balance;
+        returns ``(reason, balance)``: 0, or NO_COVER when the free balance after the
+        timers is short (a ticket served by them may have held some), refunding nothing.
+        Movement REFUND (BALANCE -> EXTERNAL).  O(1)."""
         p_id, p = self._wallet_of(patient)
         x = _amount(amount, "amount", 1)
-        if x > p.balance - p.bal_held:
-            raise InvalidArgument(f"amount={x} is more than the free balance "
-                                  f"{p.balance - p.bal_held}")
+        if x > p.balance:
+            raise InvalidArgument(f"amount={x} is more than the balance {p.balance}")
         now = self._check_now(now)
         self._begin(now)
+        if x > p.balance - p.bal_held:
+            return int(Reason.NO_COVER), p.balance
         p.balance -= x
         self._move(now, p_id, LedgerAccount.BALANCE, LedgerAccount.EXTERNAL, x, MoveKind.REFUND,
                    -1, -1)
-        return p.balance
+        return 0, p.balance
 
     def open_line(self, patient: int, kind: int, limit: int, now: int) -> None:
         """Open (or reopen a CLOSED) credit line of ``kind`` (LineKind) with ``limit`` (-1: the
@@ -2449,8 +2452,9 @@ class Core:
         p.streak = 0
         p.n_overdue = 0
 
-    def close_line(self, patient: int, now: int) -> None:
-        """Close an OPEN or SUSPENDED line with nothing used or held on it.  O(1)."""
+    def close_line(self, patient: int, now: int) -> bool:
+        """Close an OPEN or SUSPENDED line with nothing used or held on it; False (nothing
+        changes) if a ticket served by this command's timers took a hold on it.  O(1)."""
         p_id, p = self._wallet_of(patient)
         now = self._check_now(now)
         if p.line_state not in (LineState.OPEN, LineState.SUSPENDED):
@@ -2458,7 +2462,10 @@ class Core:
         if p.used + p.held > 0:
             raise InvalidState(f"patient {p_id} still uses or holds {p.used + p.held} fen")
         self._begin(now)
+        if p.used + p.held > 0:
+            return False
         p.line_state = LineState.CLOSED
+        return True
 
     def set_limit(self, patient: int, limit: int, now: int) -> int:
         """Set the limit (0..MAX_FEN), never below used + held; LIMIT_CHANGED if it changes.
