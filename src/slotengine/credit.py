@@ -270,27 +270,28 @@ class Credit:
 
     def available(self, patient: str) -> int:
         """Free balance plus free credit: the most a new booking could hold now (fen)."""
-        p = self._patient(patient)
-        balance, held, _, state, limit, used, lheld, _, _ = self._e._core.wallet(p)
-        return balance - held + (limit - used - lheld if state == LineState.OPEN else 0)
+        balance, held, line = self._money(self._patient(patient))
+        return balance - held + line.available
 
     def line(self, patient: str) -> Line:
         """The patient's credit line."""
-        p = self._patient(patient)
-        _, _, kind, state, limit, used, held, streak, overdue = self._e._core.wallet(p)
-        free = limit - used - held if state == LineState.OPEN else 0
-        return Line(LineKind(kind).name.lower() if kind else None, LineState(state), limit,
-                    used, held, free, streak, overdue)
+        return self._money(self._patient(patient))[2]
+
+    def _money(self, p: int) -> tuple[int, int, Line]:
+        """(balance, balance held, line) of patient p, from one read of its wallet."""
+        balance, held, kind, state, limit, used, lheld, streak, overdue = self._e._core.wallet(p)
+        free = limit - used - lheld if state == LineState.OPEN else 0
+        return balance, held, Line(LineKind(kind).name.lower() if kind else None,
+                                   LineState(state), limit, used, lheld, free, streak, overdue)
 
     def statement(self, patient: str) -> Statement:
         """The patient's balance, line and bills."""
         p = self._patient(patient)
-        name = self._e._patients.names[p]
-        balance, held = self._e._core.wallet(p)[:2]
-        line = self.line(name)
+        balance, held, line = self._money(p)
         bills = tuple(self.bill(k) for k in self._e._core.patient_bills(p))
-        owed = sum(b.amount - b.paid for b in bills)
-        return Statement(name, balance, held, line, bills, owed, balance - held + line.available)
+        # what is owed is the line's used part (the core keeps them equal)
+        return Statement(self._e._patients.names[p], balance, held, line, bills, line.used,
+                         balance - held + line.available)
 
     def bill(self, bill: int) -> Bill:
         """One bill's record."""
