@@ -23,6 +23,10 @@ __all__ = [
     "UnknownAccount",
     "UnknownPatient",
     "InvalidState",
+    "JournalError",
+    "CorruptJournal",
+    "SnapshotError",
+    "JournalWarning",
 ]
 
 
@@ -91,3 +95,35 @@ class UnknownPatient(UnknownId):
 
 class InvalidState(SlotEngineError, RuntimeError):
     """The command is not allowed in the target's state (adding capacity to a suspended session)."""
+
+
+class JournalError(SlotEngineError, OSError):
+    """The journal could not be written or read, or its directory is in use.
+
+    Raised before the command changes anything when a new segment cannot be
+    created (a full disk); after a failed sync the engine refuses every later
+    command with it (reopen the directory to recover).
+    """
+
+
+class CorruptJournal(JournalError):
+    """A bad record that is not the last one: ``path`` and ``offset`` say where."""
+
+    def __init__(self, message: str, path: str = "", offset: int = -1) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class SnapshotError(JournalError):
+    """A snapshot that does not load (bad header, checksum, version or sizes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class JournalWarning(UserWarning):
+    """Recovery dropped something: a torn last record, a bad snapshot, a repair."""
