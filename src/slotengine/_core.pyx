@@ -63,6 +63,7 @@ from slotengine.errors import (
     InvalidState,
     InvalidType,
     PolicyError,
+    SnapshotError,
     TimeWentBackwards,
     UnknownAccount,
     UnknownBill,
@@ -85,7 +86,7 @@ include "_result.pxi"
 include "_risk.pxi"
 include "_release.pxi"
 
-__all__ = ["Core", "Result"]
+__all__ = ["Core", "Result", "crc32c"]
 
 
 def _check_codes():
@@ -284,6 +285,20 @@ cdef class Core:
     cdef vector[Cover] _rcover        # per request while _cover
     cdef vector[Bill] _bills
     cdef vector[Move] _moves          # the ledger
+    # -- command journal (issue 6, _journal.pxi); not part of the state --
+    cdef int _jst                     # J_OFF / J_ON / J_FAILED: the hot paths branch on it
+    cdef char* _jrec                  # the record a running command staged, NULL when none
+    cdef int64_t _jsize               # ... and its size
+    cdef char* _jbuf                  # _jview.buf
+    cdef int64_t _jpos, _jcap         # write offset, buffer length
+    cdef uint64_t _jseq               # seq of the next record
+    cdef int64_t _jsync_every, _jsync_n
+    cdef object _jsync, _jrotate
+    cdef object _jnote                # pending note (bytes) for the next record, or None
+    cdef int64_t _jnlen
+    cdef str _jmsg                    # journal_fail's message
+    cdef Py_buffer _jview
+    cdef bint _jheld                  # _jview holds a buffer
 
     def __init__(self, policy, seed):
         cdef int64_t count, window
@@ -1378,6 +1393,8 @@ cdef class Core:
         Runs due timers first.  O(1) besides the rule walks described in
         docs/semantics.md (live bookings, bookings inside the limit windows).
         """
+        if self._jst:
+            return j_book_def(self, account, patient, session, channel, now, hold)
         cdef int32_t a = self._account_id(account)
         cdef int32_t p = self._patient_id(patient)
         cdef int32_t sid = self._session_id(session)
@@ -1424,6 +1441,7 @@ cdef class Core:
 
     def __dealloc__(self):
         self._drop_names()
+        j_detach(self)
 
     cdef void _drop_names(self) noexcept:
         """Release the names Account.name holds (_name_accounts sets them)."""
@@ -1466,12 +1484,17 @@ cdef class Core:
         except TypeError:  # an unhashable id: let the slow path name the error
             a = None
         if (a is None or p is None or s is None or c is None or type(now) is not int
-                or (hold is not True and hold is not False)):
-            return self._slow_book(account, patient, session, channel, now, hold)
-        if not (self._now <= now <= _MAX_MS_C):
+                or (hold is not True and hold is not False)
+                or not (self._now <= now <= _MAX_MS_C)):
+            # the slow path journals through book (and ensure_*); refuse before it
+            # registers anything when the journal failed
+            if self._jst == J_FAILED:
+                j_raise(self)
             return self._slow_book(account, patient, session, channel, now, hold)
         t = now
         sid = <int32_t>s
+        if self._jst:
+            return j_book(self, <int32_t>a, <int32_t>p, sid, <int32_t>c, t, hold is True)
         if self._cover:
             se_prefetch(&self._purses[<int32_t>p])     # as in book
         out.slot = -1
@@ -1492,6 +1515,8 @@ cdef class Core:
         (status int8, reason int16, slot int32 with 0 for none, booking int64
         with -1 for none, ticket int64 with -1 for none, retry_after int64).  The loop runs in C with no Python objects.
         """
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef object A = _int_column(accounts, "accounts")
         cdef object P = _int_column(patients, "patients")
         cdef object S = _int_column(sessions, "sessions")
@@ -1542,12 +1567,33 @@ cdef class Core:
         cdef int64_t[::1] ob = out_booking
         cdef int64_t[::1] otk = out_ticket
         cdef int64_t[::1] ort = out_retry
+        cdef const int64_t* cols[5]
+        if self._jst:
+            j_many(self, n, h)
+        if n:
+            cols[0] = &va[0]
+            cols[1] = &vp[0]
+            cols[2] = &vs[0]
+            cols[3] = &vc[0]
+            cols[4] = &vt[0]
+            self._book_rows(cols[0], cols[1], cols[2], cols[3], cols[4], n, h,
+                            &os[0], &orr[0], &osl[0], &ob[0], &otk[0], &ort[0])
+            if self._jrec != NULL:
+                j_many_fill(self, n, cols[0], cols[1], cols[2], cols[3], cols[4])
+        j_end(self)
+        return out_status, out_reason, out_slot, out_booking, out_ticket, out_retry
+
+    cdef int _book_rows(self, const int64_t* va, const int64_t* vp, const int64_t* vs,
+                        const int64_t* vc, const int64_t* vt, Py_ssize_t n, bint h,
+                        int8_t* os, int16_t* orr, int32_t* osl, int64_t* ob, int64_t* otk,
+                        int64_t* ort) except -1:
+        """book each of n validated rows in order; results into os.. (os NULL: none, replay)."""
         cdef BookOut out
         cdef int code
+        cdef Py_ssize_t i, ahead
         # Reserve once for the most rows that can succeed (expired holds may
         # free more slots mid-batch; push_back then grows as usual).
         cdef int64_t room = min(self._n_free, <int64_t>n)
-        cdef Py_ssize_t ahead
         if self._bookings.size() + room > self._bookings.capacity():
             self._bookings.reserve(self._bookings.size() + room)
         if self._money and self._bcover.size() < self._bookings.size() + room:
@@ -1572,13 +1618,14 @@ cdef class Core:
             out.retry = 0
             code = self._book(<int32_t>va[i], <int32_t>vp[i], <int32_t>vs[i], <int32_t>vc[i],
                               vt[i], h, &out)
-            os[i] = <int8_t>(code & 0xFF)
-            orr[i] = <int16_t>(code >> 8)
-            osl[i] = out.slot + 1
-            ob[i] = out.booking
-            otk[i] = out.ticket
-            ort[i] = out.retry
-        return out_status, out_reason, out_slot, out_booking, out_ticket, out_retry
+            if os != NULL:
+                os[i] = <int8_t>(code & 0xFF)
+                orr[i] = <int16_t>(code >> 8)
+                osl[i] = out.slot + 1
+                ob[i] = out.booking
+                otk[i] = out.ticket
+                ort[i] = out.retry
+        return 0
 
     # ------------------------------------------------------------------------
     # lifecycle of an existing booking
@@ -1589,9 +1636,15 @@ cdef class Core:
 
     def confirm(self, booking, account, now):
         """HELD -> BOOKED by the owning account.  O(1)."""
+        if self._jst:
+            return j_pair_def(self, OP_CONFIRM, booking, account, now)
         cdef int32_t b = self._booking_id(booking)
         cdef int32_t a = self._account_id(account)
         cdef int64_t t = self._check_now(now)
+        return self._result_for(self._confirm(b, a, t), b)
+
+    cdef int _confirm(self, int32_t b, int32_t a, int64_t t) noexcept:
+        """confirm after validation; the packed code."""
         cdef Booking* bk
         cdef int code
         self._begin(t)
@@ -1606,13 +1659,15 @@ cdef class Core:
             bk.state = B_BOOKED     # the slot follows
             bk.changed_at = t
             code = _code(ST_BOOKED, R_NONE)
-        return self._result_for(code, b)
+        return code
 
     def cancel(self, booking, account, now):
         """Cancel a live booking before the cut-off and free its slot (then backfill it).
 
         O(live bookings), plus the waitlist requests the pass walks.
         """
+        if self._jst:
+            return j_pair_def(self, OP_CANCEL, booking, account, now)
         cdef int32_t b = self._booking_id(booking)
         cdef int32_t a = self._account_id(account)
         cdef int64_t t = self._check_now(now)
@@ -1633,11 +1688,15 @@ cdef class Core:
         if self._slow_cancel is None:
             raise InvalidState("cancel_named needs bind_names(..., slow_cancel=...)")
         if type(booking) is not int or type(now) is not int:
+            if self._jst == J_FAILED:
+                j_raise(self)
             return self._slow_cancel(booking, account, now)
         b = PyLong_AsLongLongAndOverflow(booking, &over_b)
         t = PyLong_AsLongLongAndOverflow(now, &over_t)
         if (over_b or over_t or b < 0 or b >= <long long>self._bookings.size()
                 or t < self._now or t > _MAX_MS_C):
+            if self._jst == J_FAILED:
+                j_raise(self)
             return self._slow_cancel(booking, account, now)
         # Almost every cancel names the booking's own account: if account is
         # its name (names and ids are a bijection), its id is the booking's,
@@ -1652,13 +1711,19 @@ cdef class Core:
             if owner < self._acc_named:
                 name = <PyObject*>self._accts[owner].name
                 if name == <PyObject*>account or <object>name == account:
+                    if self._jst:
+                        return self._result_for(j_cancel(self, <int32_t>b, owner, t), <int32_t>b)
                     return self._result_for(self._cancel(<int32_t>b, owner, t), <int32_t>b)
         try:
             a = self._acc_ids.get(account)
         except TypeError:  # an unhashable name: let the slow path name the error
             a = None
         if a is None:
+            if self._jst == J_FAILED:
+                j_raise(self)
             return self._slow_cancel(booking, account, now)
+        if self._jst:
+            return self._result_for(j_cancel(self, <int32_t>b, <int32_t>a, t), <int32_t>b)
         return self._result_for(self._cancel(<int32_t>b, <int32_t>a, t), <int32_t>b)
 
     cdef inline void _cancel_prefetch(self, int32_t b) noexcept nogil:
@@ -1706,8 +1771,14 @@ cdef class Core:
 
     def check_in(self, booking, now):
         """BOOKED -> ARRIVED; the patient becomes known at the hospital.  O(live bookings)."""
+        if self._jst:
+            return j_pair_def(self, OP_CHECK_IN, booking, 0, now)
         cdef int32_t b = self._booking_id(booking)
         cdef int64_t t = self._check_now(now)
+        return self._result_for(self._check_in(b, t), b)
+
+    cdef int _check_in(self, int32_t b, int64_t t) noexcept:
+        """check_in after validation; the packed code."""
         cdef Booking* bk
         cdef Session* s
         cdef int code
@@ -1728,7 +1799,7 @@ cdef class Core:
             if self._n_open:
                 wl_recheck_patient(self, bk.patient, t)
             code = _code(ST_ARRIVED, R_NONE)
-        return self._result_for(code, b)
+        return code
 
     # ------------------------------------------------------------------------
     # sessions
@@ -1765,6 +1836,8 @@ cdef class Core:
         ``end_at`` (and, with a no-show grace, the first NOSHOW_SCAN).
         ``doctor`` is an opaque label (-1 none) for suspension moves.
         """
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int64_t h = _int(hospital, "hospital")
         cdef int64_t d = _int(department, "department")
         cdef int64_t tier_ = _int(tier, "tier")
@@ -1807,6 +1880,9 @@ cdef class Core:
         if self._sessions.size() >= <size_t>MAX_ID:
             raise InvalidArgument("too many sessions")
         cdef int64_t t = self._check_now(now)
+        if self._jst:
+            j_add_session(self, h, d, tier_, day_, start, end, roll, cutoff, sms, cap, fee_, t,
+                          doc, qs, rel)
         self._begin(t)
 
         cdef int32_t sid = <int32_t>self._sessions.size()
@@ -1852,6 +1928,7 @@ cdef class Core:
         self._push_timer(end, T_SESSION_END, sid)
         if self._grace > 0 and start + self._grace < end:
             self._push_timer(start + self._grace, T_NOSHOW_SCAN, sid)
+        j_end(self)
         return sid
 
     cdef list _int_list(self, object xs, str name):
@@ -1869,6 +1946,8 @@ cdef class Core:
         the end of the slot array unless they are already last (the old
         region is left unused).
         """
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t sid = self._session_id(session)
         cdef int64_t k = _int(n, "n")
         cdef Session* s = &self._sessions[sid]
@@ -1883,6 +1962,8 @@ cdef class Core:
         cdef int32_t new_cap = old_cap + <int32_t>k
         cdef int64_t old_off = s.slot_off, i
         cdef int64_t nbits = bm_size(bm_words(new_cap))
+        if self._jst:
+            j_rare(self, OP_ADD_CAPACITY, 4, sid, k, c, t, 0)
         if old_off + old_cap == <int64_t>self._slot_bk.size() \
                 and s.bm_off + bm_size(bm_words(old_cap)) == <int64_t>self._bits.size():
             # Last in both arrays (the usual case right after add_session): grow in place.
@@ -1910,6 +1991,7 @@ cdef class Core:
         if self._grace > 0:
             wl_noshow_resume(self, sid, old_cap)
         wl_pass(self, sid, t)
+        j_end(self)
         return new_cap
 
     def suspend(self, session, now):
@@ -1919,19 +2001,29 @@ cdef class Core:
         O(capacity), plus O(sessions) once when a booking is moved or
         waitlisted.  A second suspend returns 0 and changes nothing (timers aside).
         """
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t sid = self._session_id(session)
         cdef int64_t t = self._check_now(now)
+        cdef int64_t n = 0
+        if self._jst:
+            j_rare(self, OP_SUSPEND, 2, sid, t, 0, 0, 0)
         self._begin(t)
-        if self._sessions[sid].flags & SF_SUSPENDED:
-            return 0
-        return wl_suspend(self, sid, t)
+        if not self._sessions[sid].flags & SF_SUSPENDED:
+            n = wl_suspend(self, sid, t)
+        j_end(self)
+        return n
 
     def block_slot(self, session, slot_no, now):
         """FREE -> BLOCKED (True), else nothing (False).  Quotas are untouched.  O(1)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         return self._flip(session, slot_no, now, SB_FREE, SB_BLOCKED)
 
     def unblock_slot(self, session, slot_no, now):
         """BLOCKED -> FREE (True), else nothing (False).  Quotas are untouched.  O(1)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         return self._flip(session, slot_no, now, SB_BLOCKED, SB_FREE)
 
     cdef object _flip(self, object session, object slot_no, object now, int32_t old,
@@ -1940,26 +2032,35 @@ cdef class Core:
         cdef int32_t i = self._slot_index(sid, slot_no)
         cdef int64_t t = self._check_now(now)
         cdef Session* s
+        cdef bint done = False
+        if self._jst:
+            j_rare(self, OP_UNBLOCK_SLOT if new == SB_FREE else OP_BLOCK_SLOT, 3, sid, i + 1, t,
+                   0, 0)
         self._begin(t)
         s = &self._sessions[sid]
-        if self._slot_bk[s.slot_off + i] != old:
-            return False
-        self._slot_put(s, i, new)
-        if new == SB_FREE:
-            wl_pass(self, sid, t)
-        return True
+        if self._slot_bk[s.slot_off + i] == old:
+            self._slot_put(s, i, new)
+            if new == SB_FREE:
+                wl_pass(self, sid, t)
+            done = True
+        j_end(self)
+        return done
 
     # ------------------------------------------------------------------------
     # patients, accounts, clock
 
     def ensure_patients(self, n):
         """Make room for patient ids ``< n`` (never shrinks).  O(new patients)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int64_t k = _int(n, "n")
         cdef Patient blank
         if k < 0 or k > MAX_ID:
             raise InvalidArgument(f"n={k} is outside 0..{MAX_ID}")
         if k <= <int64_t>self._patients.size():
             return
+        if self._jst:
+            j_rare(self, OP_ENSURE_PATIENTS, 1, k, 0, 0, 0, 0)
         blank.banned_until = 0
         blank.hist = -1
         blank.live = -1
@@ -1980,49 +2081,75 @@ cdef class Core:
         self._p_rq.resize(k, -1)
         if self._cover or self._wallets.size():
             cr_wallets_need(self)
+        j_end(self)
 
     def ensure_accounts(self, n):
         """Make room for account ids ``< n`` (never shrinks).  O(new accounts)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int64_t k = _int(n, "n")
         if k < 0 or k > MAX_ID:
             raise InvalidArgument(f"n={k} is outside 0..{MAX_ID}")
         cdef Account blank
         if k > <int64_t>self._acct_hist.size():
+            if self._jst:
+                j_rare(self, OP_ENSURE_ACCOUNTS, 1, k, 0, 0, 0, 0)
             self._acct_hist.resize(k, -1)
             memset(&blank, 0, sizeof(Account))
             self._accts.resize(k, blank)
             self._early.resize(k * self._early_count, 0)
             self._acancels.resize(k * self._cflag_count, 0)
             self._a_rq.resize(k, -1)
+            j_end(self)
 
     def mark_known(self, patient, hospital, now):
         """``(patient, hospital)`` becomes known (a registered, returning patient).  O(1)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t h = _int(hospital, "hospital")
         if h < 0 or h > MAX_LABEL:
             raise InvalidArgument(f"hospital={h} is outside 0..{MAX_LABEL}")
         cdef int64_t t = self._check_now(now)
+        if self._jst:
+            j_rare(self, OP_MARK_KNOWN, 3, p, h, t, 0, 0)
         self._begin(t)
         self._mark_known(p, <int32_t>h)
         if self._n_open:
             wl_recheck_patient(self, p, t)
+        j_end(self)
 
     def advance(self, now):
         """Run the timers due by ``now`` and move the clock.  O(k log n) for k due timers."""
-        self._begin(self._check_now(now))
+        if self._jst == J_FAILED:
+            j_raise(self)
+        cdef int64_t t = self._check_now(now)
+        if self._jst:
+            j_advance(self, t)
+        else:
+            self._begin(t)
 
     def drain_events(self):
         """Events since the last drain, as ``(kind, at, session, booking, patient, account,
         detail, slot, reason)``."""
+        if self._jst == J_FAILED:
+            j_raise(self)
+        if self._jst:
+            j_drain(self)
         out = [(e.kind, e.at, e.session, e.booking, e.patient, e.account, e.detail, e.slot,
                 e.reason) for e in self._events]
         self._events.clear()
+        j_end(self)
         return out
 
     def drain_events_array(self):
         """Events since the last drain as a dict of numpy arrays (int64 ``kind``, ``at``,
         ``session``, ``booking``, ``patient``, ``account``, ``detail``; int32 ``slot``; int16
         ``reason``); clears them.  O(n) in C."""
+        if self._jst == J_FAILED:
+            j_raise(self)
+        if self._jst:
+            j_drain(self)
         cdef Py_ssize_t n = self._events.size(), i
         cols = {name: np.empty(n, dtype=np.int64) for name in
                 ("kind", "at", "session", "booking", "patient", "account", "detail")}
@@ -2051,6 +2178,7 @@ cdef class Core:
                 csl[i] = e.slot
                 crs[i] = e.reason
         self._events.clear()
+        j_end(self)
         return cols
 
     # ------------------------------------------------------------------------
@@ -2064,6 +2192,8 @@ cdef class Core:
 
     def flag(self, kind, key, reason, until, now):
         """Flag an account (kind 0) or patient (kind 1) with HOST or BLACKLIST until ``until``."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int64_t kd = _int(kind, "kind")
         cdef int32_t k = self._key(kd, key)
         cdef int64_t r = _int(reason, "reason")
@@ -2073,24 +2203,33 @@ cdef class Core:
         cdef int64_t t = self._check_now(now)
         if u <= t:
             raise InvalidArgument(f"until={u} must be after now={t}")
+        if self._jst:
+            j_rare(self, OP_FLAG, 5, kd, k, r, u, t)
         self._begin(t)
         self._flag(<int>kd, k, <int>r, u, t)
+        j_end(self)
 
     def unflag(self, kind, key, now):
         """End a flag now; returns whether the key was flagged."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int64_t kd = _int(kind, "kind")
         cdef int32_t k = self._key(kd, key)
         cdef int64_t t = self._check_now(now)
         cdef int64_t* fu
+        cdef bint done = False
+        if self._jst:
+            j_rare(self, OP_UNFLAG, 3, kd, k, t, 0, 0)
         self._begin(t)
         fu = &self._accts[k].flag_until if kd == 0 else &self._pmarks[k].flag_until
-        if not t < fu[0]:
-            return False
-        fu[0] = t
-        self._log(t, <int>kd, k, 0, t)
-        self._event(E_UNFLAGGED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
-        self._recheck_key(<int>kd, k, t)
-        return True
+        if t < fu[0]:
+            fu[0] = t
+            self._log(t, <int>kd, k, 0, t)
+            self._event(E_UNFLAGGED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+            self._recheck_key(<int>kd, k, t)
+            done = True
+        j_end(self)
+        return done
 
     cdef void _recheck_key(self, int kind, int32_t k, int64_t t) noexcept nogil:
         if self._n_open:
@@ -2101,6 +2240,8 @@ cdef class Core:
 
     def block(self, kind, key, until, now):
         """Block an account or patient until ``until`` (the longer block wins)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int64_t kd = _int(kind, "kind")
         cdef int32_t k = self._key(kd, key)
         cdef int64_t u = _time(until, "until")
@@ -2108,6 +2249,8 @@ cdef class Core:
         cdef int64_t* bu
         if u <= t:
             raise InvalidArgument(f"until={u} must be after now={t}")
+        if self._jst:
+            j_rare(self, OP_BLOCK, 4, kd, k, u, t, 0)
         self._begin(t)
         bu = &self._accts[k].blocked_until if kd == 0 else &self._pmarks[k].blocked_until
         if u > bu[0]:
@@ -2117,24 +2260,33 @@ cdef class Core:
             self._n_pmarks += 1
         self._log(t, <int>kd, k, -1, u)
         self._event(E_BLOCKED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+        j_end(self)
 
     def unblock(self, kind, key, now):
         """End a block now; returns whether the key was blocked."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int64_t kd = _int(kind, "kind")
         cdef int32_t k = self._key(kd, key)
         cdef int64_t t = self._check_now(now)
         cdef int64_t* bu
+        cdef bint done = False
+        if self._jst:
+            j_rare(self, OP_UNBLOCK, 3, kd, k, t, 0, 0)
         self._begin(t)
         bu = &self._accts[k].blocked_until if kd == 0 else &self._pmarks[k].blocked_until
-        if not t < bu[0]:
-            return False
-        bu[0] = 0
-        self._event(E_UNBLOCKED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
-        self._recheck_key(<int>kd, k, t)
-        return True
+        if t < bu[0]:
+            bu[0] = 0
+            self._event(E_UNBLOCKED, t, -1, -1, k if kd == 1 else -1, k if kd == 0 else -1, -1)
+            self._recheck_key(<int>kd, k, t)
+            done = True
+        j_end(self)
+        return done
 
     def import_blacklist(self, kinds, keys, untils, now):
         """Flag each row ``(kind, key, until)`` with BLACKLIST, in order, after checking all."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef object K = _int_column(kinds, "kinds")
         cdef object Y = _int_column(keys, "keys")
         cdef object U = _int_column(untils, "untils")
@@ -2157,21 +2309,33 @@ cdef class Core:
         for i in range(n):
             if vu[i] <= t:
                 raise InvalidArgument(f"untils[{i}]={vu[i]} must be after now={t}")
+        cdef const int64_t* cols[3]
+        if self._jst:
+            if n:
+                cols[0] = &vk[0]
+                cols[1] = &vy[0]
+                cols[2] = &vu[0]
+            j_columns(self, OP_IMPORT_BLACKLIST, n, t, n, 3, cols)
         self._begin(t)
         for i in range(n):
             self._flag(<int>vk[i], <int32_t>vy[i], FR_BLACKLIST, vu[i], t)
+        j_end(self)
 
     cdef int32_t _ticket_id(self, object x) except -1:
         return self._checked_id(x, "ticket", self._tickets.size(), UnknownTicket)
 
     def cancel_ticket(self, ticket, account, now):
         """Withdraw a QUEUED ticket (owner only); it is skipped when its turn comes."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t k = self._ticket_id(ticket)
         cdef int32_t a = self._account_id(account)
         cdef int64_t t = self._check_now(now)
         cdef Ticket* tk
         cdef int code
         cdef Result r
+        if self._jst:
+            j_rare(self, OP_CANCEL_TICKET, 3, k, a, t, 0, 0)
         self._begin(t)
         tk = &self._tickets[k]
         if tk.account != a:
@@ -2184,6 +2348,7 @@ cdef class Core:
             code = _code(ST_CANCELLED, R_NONE)
         r = _result(code, self._tickets[k].session, -1, -1, NULL)
         r._ticket = k
+        j_end(self)
         return r
 
     # ------------------------------------------------------------------------
@@ -2222,6 +2387,8 @@ cdef class Core:
         """Wait for a slot of any of ``sessions`` until ``deadline`` (status WAITLISTED,
         ``request`` set), or say why not.  O(candidates x (queue checks + live bookings)).
         """
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t a = self._account_id(account)
         cdef int32_t p = self._patient_id(patient)
         cdef list ids = self._candidate_ids(sessions)
@@ -2238,6 +2405,8 @@ cdef class Core:
         cdef int32_t where = -1
         cdef int code
         cdef Result r
+        if self._jst:
+            j_join(self, a, p, c, k, dl, t, cands, n)
         self._begin(t)
         code = wl_join(self, a, p, cands, n, c, <int32_t>k, dl, t, &where)
         if (code & 0xFF) == ST_WAITLISTED:
@@ -2245,6 +2414,7 @@ cdef class Core:
             r._request = where
         else:
             r = _result(code, where, -1, -1, NULL)
+        j_end(self)
         return r
 
     def cancel_waitlist(self, request, account, now):
@@ -2252,12 +2422,16 @@ cdef class Core:
 
         O(candidates).
         """
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t k = self._request_id(request)
         cdef int32_t a = self._account_id(account)
         cdef int64_t t = self._check_now(now)
         cdef Request* rq
         cdef int code
         cdef Result r
+        if self._jst:
+            j_rare(self, OP_CANCEL_WAITLIST, 3, k, a, t, 0, 0)
         self._begin(t)
         rq = &self._requests[k]
         if rq.account != a:
@@ -2271,6 +2445,7 @@ cdef class Core:
             code = _code(ST_CANCELLED, R_NONE)
         r = _result(code, -1, -1, -1, NULL)
         r._request = k
+        j_end(self)
         return r
 
     cdef tuple _request_tuple(self, int32_t k):
@@ -2332,6 +2507,8 @@ cdef class Core:
         8``, or ``REJECTED | reason << 8`` (NO_COVER, CREDIT_SUSPENDED; nothing
         changes, the split is what would have been taken); bill -1 when none.
         """
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t b = self._booking_id(booking)
         cdef int64_t x = _amount(amount, "amount", 0)
         cdef int64_t t = self._check_now(now)
@@ -2343,51 +2520,68 @@ cdef class Core:
             raise InvalidState(f"booking {b} is not ARRIVED")
         if self._bookings[b].flags & F_SETTLED:
             raise InvalidState(f"booking {b} is already settled")
+        if self._jst:
+            j_rare(self, OP_SETTLE, 3, b, x, t, 0, 0)
         cr_covers_need(self)
         cr_wallets_need(self)
         self._begin(t)
         reason = cr_charge(self, b, x, t, &xb, &xc, &bill)
+        j_end(self)
         if reason:
             return (_code(ST_REJECTED, reason), xb, xc, -1)
         return (_code(ST_ARRIVED, R_NONE), xb, xc, bill)
 
     def top_up(self, patient, amount, now):
         """Add ``amount`` (1..MAX_FEN) fen to the prepaid balance; returns the balance."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t x = _amount(amount, "amount", 1)
         cdef Wallet* w = self._wallet_for(p)
         if w.balance + x > MAX_BALANCE:     # an amount check (no timer moves money)
             raise InvalidArgument(f"a balance may not pass {MAX_BALANCE} fen")
         cdef int64_t t = self._check_now(now)
+        if self._jst:
+            j_rare(self, OP_TOP_UP, 3, p, x, t, 0, 0)
         self._begin(t)
         w = &self._wallets[p]
         w.balance += x
         self._purses[p].free += x
         cr_record(self, p, LA_EXTERNAL, LA_BALANCE, x, MK_TOP_UP, -1, -1, t)
-        return w.balance
+        j_end(self)
+        return self._wallets[p].balance
 
     def refund(self, patient, amount, now):
         """Pay ``amount`` fen (at most the balance) out of the free balance; returns
         ``(reason, balance)``: 0, or NO_COVER (nothing refunded) when the free balance
         after the timers is short (a ticket they served may have held some)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t x = _amount(amount, "amount", 1)
         cdef Wallet* w = self._wallet_for(p)
         if x > w.balance:        # an amount check, on the state before timers
             raise InvalidArgument(f"amount={x} is more than the balance {w.balance}")
         cdef int64_t t = self._check_now(now)
+        cdef int reason = 0
+        if self._jst:
+            j_rare(self, OP_REFUND, 3, p, x, t, 0, 0)
         self._begin(t)
         w = &self._wallets[p]
         if x > self._purses[p].free:
-            return R_NO_COVER, w.balance
-        w.balance -= x
-        self._purses[p].free -= x
-        cr_record(self, p, LA_BALANCE, LA_EXTERNAL, x, MK_REFUND, -1, -1, t)
-        return 0, w.balance
+            reason = R_NO_COVER
+        else:
+            w.balance -= x
+            self._purses[p].free -= x
+            cr_record(self, p, LA_BALANCE, LA_EXTERNAL, x, MK_REFUND, -1, -1, t)
+        j_end(self)
+        return reason, self._wallets[p].balance
 
     def open_line(self, patient, kind, limit, now):
         """Open (or reopen a CLOSED) credit line of ``kind`` (LineKind) with ``limit`` fen
         (-1: the kind's start)."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t k = _int(kind, "kind")
         if k != LK_OUTPATIENT and k != LK_INPATIENT:
@@ -2399,6 +2593,8 @@ cdef class Core:
         cdef Wallet* w = self._wallet_for(p)
         if w.state == LS_OPEN or w.state == LS_SUSPENDED:
             raise InvalidState(f"patient {p} already has a credit line")
+        if self._jst:
+            j_rare(self, OP_OPEN_LINE, 4, p, k, lim, t, 0)
         self._begin(t)
         w = &self._wallets[p]
         w.kind = <uint8_t>k
@@ -2408,9 +2604,12 @@ cdef class Core:
         cr_set_state(self, p, LS_OPEN)
         w.streak = 0
         w.n_overdue = 0
+        j_end(self)
 
     def close_line(self, patient, now):
         """Close an OPEN or SUSPENDED line with nothing used or held on it."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t t = self._check_now(now)
         cdef Wallet* w = self._wallet_for(p)
@@ -2419,39 +2618,55 @@ cdef class Core:
         if w.limit - self._purses[p].room > 0:      # used + held
             raise InvalidState(f"patient {p}'s line has {w.limit - self._purses[p].room} "
                                "fen used or held")
+        cdef bint done = False
+        if self._jst:
+            j_rare(self, OP_CLOSE_LINE, 2, p, t, 0, 0, 0)
         self._begin(t)
         w = &self._wallets[p]
-        if w.limit - self._purses[p].room > 0:      # a ticket served by the timers holds some
-            return False
-        cr_set_state(self, p, LS_CLOSED)
-        return True
+        if w.limit - self._purses[p].room <= 0:     # else a ticket the timers served holds some
+            cr_set_state(self, p, LS_CLOSED)
+            done = True
+        j_end(self)
+        return done
 
     def set_limit(self, patient, limit, now):
         """Set the line's limit (never below used + held); returns the limit."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t lim = _amount(limit, "limit", 0)
         cdef int64_t t = self._check_now(now)
         cdef Wallet* w = self._wallet_for(p)
         if w.state == LS_NONE or w.state == LS_CLOSED:
             raise InvalidState(f"patient {p} has no open credit line")
+        if self._jst:
+            j_rare(self, OP_SET_LIMIT, 3, p, lim, t, 0, 0)
         self._begin(t)
         w = &self._wallets[p]
         if lim < w.limit - self._purses[p].room:   # used + held
             lim = w.limit - self._purses[p].room
         cr_set_limit(self, p, lim, t)
+        j_end(self)
         return self._wallets[p].limit
 
     def repay(self, patient, amount, now):
         """Repay ``amount`` (<= used) fen on the unpaid bills, oldest first; returns the
         count of bills paid in full."""
+        if self._jst == J_FAILED:
+            j_raise(self)
         cdef int32_t p = self._patient_id(patient)
         cdef int64_t x = _amount(amount, "amount", 1)
         cdef Wallet* w = self._wallet_for(p)
         if x > w.used:                      # an amount check (no timer changes used)
             raise InvalidArgument(f"amount={x} is more than the {w.used} fen owed")
         cdef int64_t t = self._check_now(now)
+        cdef int64_t paid
+        if self._jst:
+            j_rare(self, OP_REPAY, 3, p, x, t, 0, 0)
         self._begin(t)
-        return cr_repay(self, p, x, t)
+        paid = cr_repay(self, p, x, t)
+        j_end(self)
+        return paid
 
     @property
     def ncmd(self):
@@ -2521,7 +2736,66 @@ cdef class Core:
 
     def rng_next(self):
         """Advance the splitmix64 generator and return its next 64-bit output."""
-        return rng_step(&self._rng)
+        if self._jst == J_FAILED:
+            j_raise(self)
+        cdef uint64_t v
+        if self._jst:
+            j_rare(self, OP_RNG_NEXT, 0, 0, 0, 0, 0, 0)
+        v = rng_step(&self._rng)
+        j_end(self)
+        return v
+
+    # ------------------------------------------------------------------------
+    # command journal (issue 6, docs/durability.md; the C side is _journal.pxi)
+
+    def journal_open(self, buf, pos, next_seq, sync_every, sync, rotate):
+        """Journal every later state-changing command into the writable buffer ``buf``
+        (an mmap) from byte ``pos`` (8-aligned); the next record gets ``next_seq``.
+
+        ``sync()`` is called after every ``sync_every`` records (0: never);
+        ``rotate(need) -> (buf, pos)`` when a record of ``need`` bytes does not fit
+        (None: the command raises JournalError).
+        """
+        j_open(self, buf, pos, next_seq, sync_every, sync, rotate)
+
+    def journal_position(self):
+        """``(pos, next_seq)``: where the next record goes."""
+        return (self._jpos, self._jseq)
+
+    def journal_close(self):
+        """Stop journaling and release the buffer; returns ``(pos, next_seq)``.  After
+        ``journal_fail`` the core stays failed."""
+        return j_close(self)
+
+    def journal_fail(self, message):
+        """Release the buffer; every later command raises ``JournalError(message)``."""
+        j_fail(self, message)
+
+    def journal_note(self, payload):
+        """Attach ``payload`` (bytes) to the next record written; None clears it."""
+        j_note(self, payload)
+
+    def journal_reserve(self, need):
+        """Make sure the next ``need`` bytes of records fit in the current buffer
+        (rotating now if not), so that a host call made of several records (a booking
+        that registers new names) fails, on a full disk, before its first one."""
+        cdef int64_t n = _index(need)
+        if self._jst == J_ON and n > self._jcap - self._jpos:
+            j_rotate(self, n)
+
+    def replay(self, buf, pos, end, expect_seq, note):
+        """Execute the records in ``buf[pos:end]``: skip ``seq < expect_seq``, run ``seq ==
+        expect_seq`` (then ``note(payload)`` if it has a note and ``note`` is not None);
+        stop at a zero size or the end (status 0, END) or at an invalid record or a gap
+        (status 1, BAD).  Returns ``(pos, next_seq, status)``, pos where it stopped.  A
+        record with a good CRC that does not apply raises CorruptJournal (``offset`` set)
+        before changing anything.  The journal must be closed (replay never journals)."""
+        return j_replay(self, buf, pos, end, expect_seq, note)
+
+    def find_record(self, buf, pos, end):
+        """The offset of the first valid record at an 8-aligned offset in ``(pos, end)``,
+        or -1."""
+        return j_find(buf, pos, end)
 
     # ------------------------------------------------------------------------
     # introspection (no state change, no timers)
@@ -2761,6 +3035,19 @@ cdef class Core:
         """``slotengine._state.state_hash(dump())``: equal states hash equal across backends."""
         return _state_hash(self.dump())
 
+    def snapshot(self):
+        """The whole state as bytes (not the policy, not the bindings): a header naming
+        the format version, every struct's size and the policy's shape, then every
+        state vector's bytes (_snapshot.pxi).  O(state), a memcpy per vector."""
+        return sn_snapshot(self)
+
+    def restore(self, data):
+        """Load ``snapshot()`` bytes (bytes, bytearray or memoryview) into this freshly
+        constructed Core of the same policy: then ``dump()``, ``state_hash()`` and every
+        later command are as on the Core that wrote them.  InvalidState on a Core with
+        state, SnapshotError on bad data: this Core is then unchanged."""
+        sn_restore(self, data)
+
     def memory_usage(self):
         """Bytes allocated per structure (capacity x element size of every array).
 
@@ -2982,3 +3269,5 @@ cdef class Core:
 
 include "_waitlist.pxi"
 include "_credit.pxi"
+include "_journal.pxi"
+include "_snapshot.pxi"
