@@ -137,7 +137,10 @@ class Credit:
 
     def _register(self, known: int | None, name: str) -> int:
         e = self._e
-        return known if known is not None else e._register(e._patients, name)
+        if known is not None:
+            return known
+        e._reserve(name)  # the name's record and the command's fit, or neither is written
+        return e._register(e._patients, name)
 
     @staticmethod
     def _amount(value: object, name: str = "amount", lo: int = 1) -> int:

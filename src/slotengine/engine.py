@@ -7,11 +7,19 @@ per-call path costs one Python frame, a few dict look-ups and one call.
 
 Every command validates all of its input *before* it touches any state,
 including the intern tables: a call that raises leaves the engine exactly as
-it was.  The engine is single-writer and not thread-safe: serialize calls.
+it was.  The engine is single-writer and not thread-safe: serialize calls
+(or use slotengine.threadsafe).
+
+``Engine.open(directory)`` makes it durable (docs/durability.md): the core
+journals each command's inputs; what the facade itself remembers (names,
+session metadata, flag notes) rides in the same record as a *note*, so a
+record is one atomic step of both.  A host call that takes several records
+(a booking that registers a new patient) is safe to cut after any of them.
 """
 from __future__ import annotations
 
 import gc
+import pickle
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 from types import MappingProxyType
@@ -24,6 +32,7 @@ from ._state import state_hash as _hash_dump
 from .credit import Credit
 from .errors import (
     DuplicateId,
+    JournalError,
     InvalidArgument,
     InvalidType,
     TimeWentBackwards,
@@ -57,6 +66,13 @@ _MOVED = "moved"  # the priority of requests made for bookings of a suspended se
 _HOST_REASONS = {"host": FlagReason.HOST, "blacklist": FlagReason.BLACKLIST}
 
 _BACKENDS = ("core", "reference")
+
+# Notes: the facade's part of a journal record (docs/durability.md).
+_NOTE_NAMES = 0x4E     # b"N" + table letter + names joined by NUL (names are printable)
+_NOTE_SESSION = 0x53   # b"S" + pickle of add_session's facade fields
+_NOTE_FLAG = 0x46      # b"F" + pickle of (at, kind, key, host note)
+_TABLE_LETTERS = {"account": b"a", "patient": b"p", "hospital": b"h"}
+_FACADE_FORMAT = 1
 
 
 def _backend_class(name: str) -> type:
@@ -333,6 +349,7 @@ class Engine:
         self._patient_ids = self._patients.ids
         #: Prepaid balances and credit lines (先看病后付费): see slotengine.credit.
         self.credit = Credit(self)
+        self._journal: Any = None  # slotengine.journal.Journal once Engine.open made it durable
         if hasattr(self._core, "book_named"):
             # The compiled core looks the ids up itself and calls back into the
             # checked slow path for anything else: no Python frame per booking.
@@ -421,16 +438,31 @@ class Engine:
             raise InvalidArgument("starts_at is too late")
         rollover = max(0, start - pol.rollover_minutes * MINUTE)
         cutoff = max(0, day_start - pol.cancel_cutoff_minutes * MINUTE)
-        # All checked: from here on, state changes.
-        h = self._hospitals.intern(hosp)
-        d = self._departments.setdefault((h, dept), len(self._departments))
-        dr = self._doctors.setdefault((h, doc), len(self._doctors))
+        # All checked: the core runs the command, then the facade remembers it.
+        h = self._hospitals.ids.get(hosp, len(self._hospitals.names))
+        d = self._departments.get((h, dept), len(self._departments))
+        dr = self._doctors.get((h, doc), len(self._doctors))
         chans = pol.channels
-        self._core.add_session(
-            h, d, _TIERS[tier], day, start, end, rollover, cutoff, slot_minutes * MINUTE,
-            capacity, fee, [q.get(ch, 0) for ch in chans], [rel[ch] for ch in chans], when,
-            dr,
-        )
+        meta = (name, hosp, dept, doc, tier, start, end, slot_minutes, fee, rel, cutoff,
+                rollover)
+        self._note(bytes([_NOTE_SESSION]) + pickle.dumps(meta, 4))
+        try:
+            self._core.add_session(
+                h, d, _TIERS[tier], day, start, end, rollover, cutoff, slot_minutes * MINUTE,
+                capacity, fee, [q.get(ch, 0) for ch in chans], [rel[ch] for ch in chans], when,
+                dr,
+            )
+        except BaseException:
+            self._note(None)
+            raise
+        self._add_session_meta(meta)
+
+    def _add_session_meta(self, meta: tuple) -> None:
+        """The facade's part of add_session (also replayed from a journal note)."""
+        name, hosp, dept, doc, tier, start, end, slot_minutes, fee, rel, cutoff, rollover = meta
+        h = self._hospitals.intern(hosp)
+        self._departments.setdefault((h, dept), len(self._departments))
+        self._doctors.setdefault((h, doc), len(self._doctors))
         self._sessions.intern(name)
         self._meta.append(_Meta(name, hosp, dept, doc, tier, start, end, slot_minutes, fee,
                                 MappingProxyType(dict(rel)), cutoff, rollover))
@@ -504,21 +536,60 @@ class Engine:
         t = self._time(now)
         if hold is not False and hold is not True:
             raise InvalidType(f"hold must be a bool, not {type(hold).__name__}")
+        self._reserve(acc, pat)
         a = self._register(self._accounts, acc)
         p = self._register(self._patients, pat)
         return self._core.book(a, p, s, c, t, hold)
 
     def _register(self, table: _Names, name: str) -> int:
-        """Intern an account or patient and give the backend room for it."""
-        i = table.intern(name)
-        self._grow(table)
+        """The id of an account or patient, interning it (and giving the backend room) if new."""
+        i = table.ids.get(name)
+        if i is None:
+            self._add_names(table, [name])
+            i = len(table.names) - 1
         return i
 
-    def _grow(self, table: _Names) -> None:
-        if table is self._patients:
-            self._core.ensure_patients(len(table.names))
+    def _add_names(self, table: _Names, names: list[str]) -> None:
+        """Intern new account or patient names: the backend grows first, in one journal record."""
+        self._note(b"N" + _TABLE_LETTERS[table.kind] + "\0".join(names).encode())
+        try:
+            if table is self._patients:
+                self._core.ensure_patients(len(table.names) + len(names))
+            else:
+                self._core.ensure_accounts(len(table.names) + len(names))
+        except BaseException:
+            self._note(None)
+            raise
+        for name in names:
+            table.intern(name)
+
+    def _reserve(self, *names: str, extra: int = 0) -> None:
+        """Make room in the journal for a host call of several records (new names, then
+        the command) before the first, so a full disk fails the call before any change."""
+        if self._journal is not None:
+            self._core.journal_reserve(512 + extra + 4 * sum(len(x) + 16 for x in names))
+
+    def _note(self, payload: bytes | None) -> None:
+        """Attach the facade's part of the next journal record (no-op unless durable)."""
+        if self._journal is not None:
+            self._core.journal_note(payload)
+
+    def _apply_note(self, payload: bytes) -> None:
+        """Replay the facade's part of a journal record (Engine.open)."""
+        kind = payload[0]
+        if kind == _NOTE_NAMES:
+            letter = payload[1:2]
+            table = (self._accounts if letter == b"a" else
+                     self._patients if letter == b"p" else self._hospitals)
+            for name in payload[2:].decode().split("\0"):
+                table.intern(name)
+        elif kind == _NOTE_SESSION:
+            self._add_session_meta(pickle.loads(payload[1:]))
+        elif kind == _NOTE_FLAG:
+            at, k, key, note = pickle.loads(payload[1:])
+            self._notes[(at, k, key)] = note
         else:
-            self._core.ensure_accounts(len(table.names))
+            raise JournalError(f"journal note of unknown kind {kind}")
 
     def confirm(self, booking: int, *, account: str, now: object) -> Any:
         """Turn a held booking into a booked one (payment done).  O(1)."""
@@ -591,9 +662,11 @@ class Engine:
 
     def _intern_many(self, table: _Names, names: Iterable[str]) -> np.ndarray:
         checked = [table.check(x) for x in _iter_names(names, table.kind)]
-        out = np.array([table.intern(x) for x in checked], dtype=np.int32)
-        self._grow(table)
-        return out
+        new = list(dict.fromkeys(x for x in checked if x not in table.ids))
+        if new:
+            self._add_names(table, new)
+        ids = table.ids
+        return np.array([ids[x] for x in checked], dtype=np.int32)
 
     def session_ids(self, names: Iterable[str]) -> np.ndarray:
         """Dense int ids of existing sessions."""
@@ -647,9 +720,21 @@ class Engine:
         if isinstance(follow_up_at, (set, frozenset)):
             hospitals.sort()  # set order varies per process: intern in a fixed order
         t = self._time_or_now(now)
+        self._reserve(pat, *hospitals)
         p = self._register(self._patients, pat)
         for h in hospitals:
-            self._core.mark_known(p, self._hospitals.intern(h), t)
+            k = self._hospitals.ids.get(h)
+            if k is None:
+                # a hospital with no session yet: its name rides with mark_known
+                self._note(b"Nh" + h.encode())
+                try:
+                    self._core.mark_known(p, len(self._hospitals.names), t)
+                except BaseException:
+                    self._note(None)
+                    raise
+                self._hospitals.intern(h)
+            else:
+                self._core.mark_known(p, k, t)
 
     def advance(self, now: object, *, drain: bool = True) -> list[Event]:
         """Run everything time-driven up to ``now``; return the events since the last call.
@@ -662,7 +747,9 @@ class Engine:
         """
         if drain is not False and drain is not True:
             raise InvalidType(f"drain must be a bool, not {type(drain).__name__}")
-        self._core.advance(self._time(now))
+        t = self._time(now)
+        self._reserve()  # advance, then the drain of events(): two records
+        self._core.advance(t)
         return self.events() if drain else []
 
     def events(self) -> list[Event]:
@@ -735,8 +822,15 @@ class Engine:
         u = to_ms(until, "until")
         if u <= t:
             raise InvalidArgument("until must be later than now")
+        self._reserve(name, note or "")
         key = self._register(table, name)
-        self._core.flag(kind, key, int(code), u, t)
+        if note is not None:
+            self._note(bytes([_NOTE_FLAG]) + pickle.dumps((t, kind, key, note), 4))
+        try:
+            self._core.flag(kind, key, int(code), u, t)
+        except BaseException:
+            self._note(None)
+            raise
         if note is not None:
             self._notes[(t, kind, key)] = note
 
@@ -762,6 +856,7 @@ class Engine:
         u = to_ms(until, "until")
         if u <= t:
             raise InvalidArgument("until must be later than now")
+        self._reserve(name)
         key = self._register(table, name)
         self._core.block(kind, key, u, t)
 
@@ -794,6 +889,7 @@ class Engine:
             if u <= t:
                 raise InvalidArgument("blacklist until must be later than now")
             checked.append((_KINDS[kind], table, table.check(name), u))
+        self._reserve(*(name for _, _, name, _ in checked), extra=32 * len(checked))
         kinds, keys, untils = [], [], []
         for k, table, name, u in checked:
             kinds.append(k)
@@ -905,6 +1001,7 @@ class Engine:
         t = self._time(now)
         if until <= t:
             raise InvalidArgument("deadline must be later than now")
+        self._reserve(acc, pat, extra=8 * len(ses))
         a = self._register(self._accounts, acc)
         p = self._register(self._patients, pat)
         return self._core.join_waitlist(a, p, ses, c, klass, until, t)
@@ -1160,6 +1257,141 @@ class Engine:
     def memory_usage(self) -> dict[str, int]:
         """Bytes held by the backend's structures (compiled core only)."""
         return dict(self._core.memory_usage())
+
+    # -- durability (docs/durability.md) ---------------------------------------
+
+    @classmethod
+    def open(cls, directory: Any, policy: Policy | None = None, seed: int | None = None, *,
+             durability: str = "process", segment_bytes: int = 64 << 20, group_ms: int = 10,
+             group_records: int = 1000, repair: bool = False) -> "Engine":
+        """A durable engine in ``directory``: the embedded default for real use.
+
+        A new directory records ``policy`` and ``seed`` (default ``Policy()``
+        and 0); an existing one must be reopened with the same ones (or
+        ``None``: the stored ones).  Recovery loads the newest valid snapshot
+        and replays the journal after it; a torn last record is dropped with
+        a ``JournalWarning``, a corrupt one in the middle raises
+        ``CorruptJournal`` naming file and offset (``repair=True`` truncates
+        there instead).  ``durability`` is ``"process"`` (survives a killed
+        process; no system call per command), ``"grouped"`` (also power loss,
+        but for the last ``group_ms`` / ``group_records``), ``"fsync"``
+        (nothing acknowledged is lost) or ``"off"`` (a snapshot at ``close``
+        only).  One process owns a directory at a time.  Use as a context
+        manager, or call ``close()``.
+        """
+        from .journal import Journal
+
+        journal = Journal(directory, durability=durability, segment_bytes=segment_bytes,
+                          group_ms=group_ms, group_records=group_records, repair=repair)
+        try:
+            policy, seed = journal.settle_manifest(policy, seed)
+            engine = cls(policy, seed)
+            snap = journal.latest_snapshot()
+            if snap is not None:
+                _, core_bytes, facade_bytes = snap
+                engine._core.restore(core_bytes)
+                engine._restore_facade(facade_bytes)
+            next_seq = journal.replay(engine._core, engine._apply_note)
+            journal.attach(engine._core, next_seq)
+        except BaseException:
+            journal.close()
+            raise
+        engine._journal = journal
+        return engine
+
+    @property
+    def durability(self) -> str | None:
+        """The journal's durability mode, or None for an in-memory engine."""
+        return None if self._journal is None else self._journal.durability
+
+    @property
+    def journal_seq(self) -> int:
+        """The sequence number of the last journal record (0: none; in-memory: 0)."""
+        if self._journal is None:
+            return 0
+        return int(self._journal.last_seq(self._core))
+
+    def snapshot(self) -> Any:
+        """Write a snapshot of the whole state now; returns its path.
+
+        Recovery then replays only the journal after it, and journal segments
+        older than the previous snapshot are deleted.  O(state): a pause.
+        """
+        j = self._require_journal()
+        return j.write_snapshot(j.last_seq(self._core), self._core.snapshot(),
+                                self._facade_bytes())
+
+    def close(self, *, snapshot: bool = True) -> None:
+        """Snapshot (unless ``snapshot=False``), flush and release the directory.
+
+        Afterwards every command raises ``JournalError``.  Idempotent.
+        """
+        if snapshot is not True and snapshot is not False:
+            raise InvalidType(f"snapshot must be a bool, not {type(snapshot).__name__}")
+        j = self._journal
+        if j is None or j.closed:
+            return
+        try:
+            if snapshot or j.durability == "off":
+                self.snapshot()
+        finally:
+            j.close()
+            self._core.journal_fail(f"the engine in {j.directory} is closed")
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_journal(self) -> Any:
+        if self._journal is None:
+            raise JournalError("this engine is in memory: use Engine.open(directory)")
+        if self._journal.closed:
+            raise JournalError(f"the engine in {self._journal.directory} is closed")
+        return self._journal
+
+    def _facade_bytes(self) -> bytes:
+        """What the facade remembers, for a snapshot (the core's arrays hold the rest)."""
+        # names as one NUL-joined string per table (names are printable): millions of
+        # patients load in one split rather than a pickle object each
+        state = {
+            "format": _FACADE_FORMAT,
+            "accounts": "\0".join(self._accounts.names),
+            "patients": "\0".join(self._patients.names),
+            "hospitals": "\0".join(self._hospitals.names),
+            "departments": list(self._departments.items()),
+            "doctors": list(self._doctors.items()),
+            "meta": [(m.name, m.hospital, m.department, m.doctor, m.tier, m.starts_at,
+                      m.ends_at, m.slot_minutes, m.fee, dict(m.release), m.cancel_cutoff_at,
+                      m.rollover_at) for m in self._meta],
+            "notes": list(self._notes.items()),
+        }
+        return pickle.dumps(state, 4)
+
+    def _restore_facade(self, data: bytes) -> None:
+        """Load ``_facade_bytes`` into this fresh engine, in place (the core shares the dicts)."""
+        state = pickle.loads(data)
+        if state.get("format") != _FACADE_FORMAT:
+            raise JournalError(f"snapshot facade format {state.get('format')} is not "
+                               f"{_FACADE_FORMAT}")
+        for table, key in ((self._accounts, "accounts"), (self._patients, "patients"),
+                           (self._hospitals, "hospitals")):
+            names = state[key].split("\0") if state[key] else []
+            table.names.extend(names)  # in place: the core shares the list and the dict
+            table.ids.update(zip(names, range(len(names))))
+        self._departments.update(state["departments"])
+        self._doctors.update(state["doctors"])
+        for meta in state["meta"]:
+            # sessions are interned with their metadata, in order
+            name, hosp, dept, doc, tier, start, end, slot_minutes, fee, rel, cutoff, rollover = meta
+            self._sessions.intern(name)
+            self._meta.append(_Meta(name, hosp, dept, doc, tier, start, end, slot_minutes, fee,
+                                    MappingProxyType(dict(rel)), cutoff, rollover))
+        self._notes.update(state["notes"])
+        if len(self._meta) != self._core.n_sessions or len(self._patients.names) > \
+                self._core.n_patients or len(self._accounts.names) > self._core.n_accounts:
+            raise JournalError("snapshot facade tables do not match its core state")
 
 
 def _new_event(fields: tuple) -> Event:
