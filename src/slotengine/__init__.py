@@ -35,12 +35,15 @@ from .outcomes import (
     Tier,
 )
 from .policy import CreditTerms, Policy
+from .threadsafe import AsyncEngine, LockedEngine
 from .times import DAY, HOUR, MINUTE, from_ms, to_ms
 
 from . import errors  # noqa: E402  (slotengine.errors is public)
 
 __all__ = [
     "Engine",
+    "LockedEngine",
+    "AsyncEngine",
     "Policy",
     "Status",
     "Reason",
