@@ -412,13 +412,15 @@ class Journal:
             raise PolicyError(f"{self._dir} was created with seed {stored_seed}, not {seed}")
         return stored, stored_seed
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        """Write ``path`` all or nothing: a temporary file, fsync, rename, directory fsync."""
+    def _write_atomic(self, path: Path, *parts: bytes, what: str = "") -> None:
+        """Write ``parts`` to ``path`` all or nothing: a temporary file, fsync, rename,
+        directory fsync.  An OSError (a full disk) → JournalError, no temporary left."""
         tmp = path.with_name(path.name + ".tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _write_all(fd, data)
+                for data in parts:
+                    _write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -429,7 +431,7 @@ class Journal:
                 tmp.unlink()
             except OSError:
                 pass
-            raise JournalError(f"cannot write {path}: {exc}") from exc
+            raise JournalError(f"cannot write {what}{path}: {exc}") from exc
 
     # -- listing -------------------------------------------------------------
 
@@ -519,24 +521,7 @@ class Journal:
                                len(core_bytes), len(facade_bytes), body_crc)
         head += struct.pack("<I", _crc32c(head))
         path = self._dir / _snapshot_name(seq)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, head)
-                _write_all(fd, core_bytes)
-                _write_all(fd, facade_bytes)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(self._dir)
-        except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise JournalError(f"cannot write snapshot {path}: {exc}") from exc
+        self._write_atomic(path, head, core_bytes, facade_bytes, what="snapshot ")
         self._prune()
         return path
 
