@@ -1,4 +1,4 @@
-# make demo  — set up .venv, build the core, run the booking-rush demo
+# make demo  — set up .venv, build the core, run the demos (booking rush first)
 # make test  — set up .venv, build the core, run the whole test suite
 # make bench — run the benchmarks (never part of make test)
 PYTHON ?= python3
@@ -23,7 +23,7 @@ build: $(STAMP)
 
 demo: build
 	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py && $(PY) examples/waitlist_demo.py \
-		&& $(PY) examples/credit_demo.py
+		&& $(PY) examples/credit_demo.py && $(PY) examples/durable_demo.py
 
 test: build
 	$(PY) -m pytest -q

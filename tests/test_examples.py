@@ -121,3 +121,12 @@ def test_credit_demo_runs_and_reports() -> None:
 
 def test_credit_demo_is_deterministic() -> None:
     assert _run("credit_demo.py") == _run("credit_demo.py")
+
+
+def test_durable_demo_recovers_every_acknowledged_booking() -> None:
+    # the demo itself exits non-zero if a booking is missing or the hash differs
+    out = _run("durable_demo.py")
+    assert "killed: True" in out
+    assert "3,000 results acknowledged, 3,000 of them BOOKED" in out
+    assert "acknowledged bookings present, same patient, session and slot: 3,000 of 3,000" in out
+    assert "fed the same 3,000 requests: True" in out
