@@ -72,7 +72,7 @@ _NOTE_NAMES = 0x4E     # b"N" + table letter + names joined by NUL (names are pr
 _NOTE_SESSION = 0x53   # b"S" + pickle of add_session's facade fields
 _NOTE_FLAG = 0x46      # b"F" + pickle of (at, kind, key, host note)
 _TABLE_LETTERS = {"account": b"a", "patient": b"p", "hospital": b"h"}
-_FACADE_FORMAT = 1
+_FACADE_FORMAT = 2  # 2: name tables as NUL-joined strings
 
 
 def _backend_class(name: str) -> type:
@@ -1377,6 +1377,8 @@ class Engine:
                                f"{_FACADE_FORMAT}")
         for table, key in ((self._accounts, "accounts"), (self._patients, "patients"),
                            (self._hospitals, "hospitals")):
+            if type(state[key]) is not str:
+                raise JournalError(f"snapshot facade table {key} is not a str")
             names = state[key].split("\0") if state[key] else []
             table.names.extend(names)  # in place: the core shares the list and the dict
             table.ids.update(zip(names, range(len(names))))
@@ -1389,8 +1391,8 @@ class Engine:
             self._meta.append(_Meta(name, hosp, dept, doc, tier, start, end, slot_minutes, fee,
                                     MappingProxyType(dict(rel)), cutoff, rollover))
         self._notes.update(state["notes"])
-        if len(self._meta) != self._core.n_sessions or len(self._patients.names) > \
-                self._core.n_patients or len(self._accounts.names) > self._core.n_accounts:
+        if len(self._meta) != self._core.n_sessions or len(self._patients.names) != \
+                self._core.n_patients or len(self._accounts.names) != self._core.n_accounts:
             raise JournalError("snapshot facade tables do not match its core state")
 
 
