@@ -73,6 +73,7 @@ def child(directory: str) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="slotengine-demo-") as directory:
+        print("Durability: a rush killed with SIGKILL, then recovered\n")
         print(f"Child: Engine.open({directory!r}), {N_SESSIONS} sessions x {CAPACITY} slots, "
               f"a rush of bookings; SIGKILL after the {KILL_AFTER:,}th.")
         proc = subprocess.run([sys.executable, __file__, "--child", directory],
