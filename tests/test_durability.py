@@ -518,6 +518,37 @@ def test_truncated_newest_snapshot_falls_back(tmp_path: Path) -> None:
     e.close(snapshot=False)
 
 
+@pytest.mark.parametrize("part", ["core", "facade"])
+def test_newest_snapshot_that_does_not_load_falls_back(tmp_path: Path, part: str) -> None:
+    """A snapshot whose checksums are right but whose core (or facade) part is refused
+    (another build's layout, a bug): warned about, and the older one + journal used."""
+    from slotengine.journal import Journal
+
+    d = tmp_path / "engine"
+    e, m, _ = rush_engines(d, 0, close=False)
+    rush = Rush(3)
+    rush.run(e, 300)
+    e.snapshot()
+    rush.run(e, 600)
+    seq = e.journal_seq
+    core, facade = e._core.snapshot(), e._facade_bytes()
+    rush.run(e, 700)
+    Rush(3).run(m, 700)
+    e.close(snapshot=False)
+    j = Journal(d)  # rewrite the newest snapshot, well checksummed, with one part bad
+    j.settle_manifest(None, None)
+    if part == "core":
+        core = core[:8] + b"\xff" * 8 + core[16:]   # the core's own header: refused
+    else:
+        facade = b"not a pickle"
+    path = j.write_snapshot(seq, core, facade)
+    j.close()
+    with pytest.warns(JournalWarning, match=re.escape(path.name)):
+        e = se.Engine.open(d)
+    assert_same(e, m)
+    e.close(snapshot=False)
+
+
 # -- manifest, lock, closed engine ---------------------------------------------------------
 
 

@@ -32,9 +32,10 @@ from ._state import state_hash as _hash_dump
 from .credit import Credit
 from .errors import (
     DuplicateId,
-    JournalError,
     InvalidArgument,
     InvalidType,
+    JournalError,
+    SnapshotError,
     TimeWentBackwards,
     UnknownAccount,
     UnknownBooking,
@@ -1286,11 +1287,19 @@ class Engine:
         try:
             policy, seed = journal.settle_manifest(policy, seed)
             engine = cls(policy, seed)
-            snap = journal.latest_snapshot()
-            if snap is not None:
-                _, core_bytes, facade_bytes = snap
-                engine._core.restore(core_bytes)
-                engine._restore_facade(facade_bytes)
+
+            def load(core_bytes: bytes, facade_bytes: bytes) -> None:
+                # a snapshot the core or the facade refuses: the journal tries the older
+                # one, on a fresh engine (a refused facade may have loaded part of itself)
+                nonlocal engine
+                try:
+                    engine._core.restore(core_bytes)
+                    engine._restore_facade(facade_bytes)
+                except BaseException:
+                    engine = cls(policy, seed)
+                    raise
+
+            journal.latest_snapshot(load)
             next_seq = journal.replay(engine._core, engine._apply_note)
             journal.attach(engine._core, next_seq)
         except BaseException:
@@ -1371,14 +1380,17 @@ class Engine:
 
     def _restore_facade(self, data: bytes) -> None:
         """Load ``_facade_bytes`` into this fresh engine, in place (the core shares the dicts)."""
-        state = pickle.loads(data)
-        if state.get("format") != _FACADE_FORMAT:
-            raise JournalError(f"snapshot facade format {state.get('format')} is not "
-                               f"{_FACADE_FORMAT}")
+        try:
+            state = pickle.loads(data)
+            fmt = state.get("format")
+        except Exception as exc:  # any unpickling failure of bytes whose CRC checked
+            raise SnapshotError(f"snapshot facade does not load: {exc!r}") from None
+        if fmt != _FACADE_FORMAT:
+            raise SnapshotError(f"snapshot facade format {fmt} is not {_FACADE_FORMAT}")
         for table, key in ((self._accounts, "accounts"), (self._patients, "patients"),
                            (self._hospitals, "hospitals")):
-            if type(state[key]) is not str:
-                raise JournalError(f"snapshot facade table {key} is not a str")
+            if type(state.get(key)) is not str:
+                raise SnapshotError(f"snapshot facade table {key} is not a str")
             names = state[key].split("\0") if state[key] else []
             table.names.extend(names)  # in place: the core shares the list and the dict
             table.ids.update(zip(names, range(len(names))))
@@ -1393,7 +1405,7 @@ class Engine:
         self._notes.update(state["notes"])
         if len(self._meta) != self._core.n_sessions or len(self._patients.names) != \
                 self._core.n_patients or len(self._accounts.names) != self._core.n_accounts:
-            raise JournalError("snapshot facade tables do not match its core state")
+            raise SnapshotError("snapshot facade tables do not match its core state")
 
 
 def _new_event(fields: tuple) -> Event:

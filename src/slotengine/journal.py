@@ -47,6 +47,7 @@ from .errors import (
     JournalError,
     JournalWarning,
     PolicyError,
+    SlotEngineError,
 )
 from .policy import Policy
 
@@ -458,12 +459,14 @@ class Journal:
 
     # -- snapshots -----------------------------------------------------------
 
-    def latest_snapshot(self) -> tuple[int, bytes, bytes] | None:
+    def latest_snapshot(self, load: Callable[[bytes, bytes], object] | None = None
+                        ) -> tuple[int, bytes, bytes] | None:
         """(last seq, core bytes, facade bytes) of the newest snapshot that checks, or None.
 
-        A snapshot whose header or checksum is bad is skipped with a
-        ``JournalWarning`` and the next older one tried; replay then starts
-        after the seq of the one returned.
+        A snapshot whose header or checksum is bad, or that ``load(core, facade)``
+        refuses (raising a ``SlotEngineError``), is skipped with a ``JournalWarning``
+        and the next older one tried; replay then starts after the seq of the
+        one returned.
         """
         for seq, path in reversed(self._snapshots()):
             problem = None
@@ -476,8 +479,14 @@ class Journal:
                 if isinstance(parsed, str):
                     problem = parsed
                 else:
-                    self._snap_seq, self._next_seq = seq, seq + 1
-                    return (seq, *parsed)
+                    try:
+                        if load is not None:
+                            load(*parsed)
+                    except SlotEngineError as exc:
+                        problem = f"does not load: {exc}"
+                    else:
+                        self._snap_seq, self._next_seq = seq, seq + 1
+                        return (seq, *parsed)
             warnings.warn(f"skipping snapshot {path}: {problem}", JournalWarning, stacklevel=2)
         self._snap_seq, self._next_seq = 0, 1
         return None
