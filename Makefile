@@ -1,4 +1,5 @@
-# make demo  — set up .venv, build the core, run the demos (booking rush first)
+# make demo  — set up .venv, build the core, run the policy comparison (report in
+#              build/report) and the demos
 # make test  — set up .venv, build the core, run the whole test suite
 # make bench — run the benchmarks (never part of make test)
 PYTHON ?= python3
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "setuptools>=77" "Cython>=3.1" "numpy>=2.0"
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,sim]"
 	touch $(STAMP)
 
 # pip install -e does not rebuild on .pyx edits: always rebuild in place.
@@ -22,6 +23,7 @@ build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 demo: build
+	$(PY) -m slotengine simulate --preset small --out build/report
 	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py && $(PY) examples/waitlist_demo.py \
 		&& $(PY) examples/credit_demo.py && $(PY) examples/durable_demo.py
 

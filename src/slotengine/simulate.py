@@ -520,7 +520,11 @@ class Metrics:
             return "-" if x is None else f"{x:.1%}"
 
         def sec(x: float | None) -> str:
-            return "-" if x is None else f"{x / 1000:.1f}s"
+            if x is None:
+                return "-"
+            s = x / 1000
+            return (f"{s:.1f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200
+                    else f"{s / 3600:.1f} h" if s < 172800 else f"{s / 86400:.1f} d")
 
         return {
             "policy": self.policy,
