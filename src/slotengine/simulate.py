@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, cast
+from typing import Any, Iterable, Mapping, cast
 
 import numpy as np
 
@@ -635,114 +635,174 @@ class _Run:
         ev = self.e.events_array()
         filled = ev["kind"] == _FILLED
         if filled.any():
-            self.genuine_booking[ev["patient"][filled]] = ev["booking"][filled]
+            g = self.g
+            for p, b in zip(ev["patient"][filled].tolist(), ev["booking"][filled].tolist()):
+                g[p] = b
 
     def replay(self) -> None:
         """After the rush, one call each in time order: cancellations, hand-offs, retries or
         waitlist joins, and on each clinic day its check-ins (the rest become no-shows)."""
         w, e = self.w, self.e
+        # Python lists for the per-call loop (numpy scalar indexing is slow)
+        self.g: list[int] = self.genuine_booking.tolist()
+        self.rows: list[int] = self.row_booking.tolist()
+        self._lists = {"acct": w.patient_account.tolist(), "rp": w.rush_patient.tolist(),
+                       "rs": w.rush_session.tolist(),
+                       "gr": w.genuine_row.tolist(), "buyer": w.buyer_of_row.tolist(),
+                       "start": w.session_start.tolist(), "kind": w.patient_kind.tolist(),
+                       "noshow": w.noshow.tolist(), "early": w.checkin_early_ms.tolist(),
+                       "cap": w.session_capacity.tolist(),
+                       "sid": e.session_ids(w.session_names).tolist()}
+        self._chan_id = dict(zip(CHANNELS, self.chan.tolist()))
+        self._klass_of = ({ch: e._classes[e.policy.waitlist_class(ch)] for ch in CHANNELS}
+                          if self.s.waitlist else {})
         times, kinds, whos = w.later_time, w.later_kind, w.later_who
+        # a retry never applies with a waitlist, a join never without: drop them up front
+        keep = kinds != (_RETRY if self.s.waitlist else _JOIN)
+        if not keep.all():
+            times, kinds, whos = times[keep], kinds[keep], whos[keep]
+        # the names a retry or join sends, gathered once in step order
+        rj = (kinds == _RETRY) | (kinds == _JOIN)
+        wv = np.where(rj, whos, 0)
+        rv = np.where(rj, w.genuine_row[wv], 0)
+        args = [np.array(self.account_names, dtype=object)[w.patient_account[wv]],
+                np.array(self.patient_names, dtype=object)[wv],
+                np.array(w.session_names, dtype=object)[w.rush_session[rv]],
+                np.array(CHANNELS, dtype=object)[w.rush_channel[rv]]]
+        for x in args:
+            x[~rj] = None
         self.joined = np.zeros(len(w.patient_kind), dtype=bool)
         day0 = w.day0
         days = sorted({(int(t) - day0) // DAY for t in w.session_start.tolist()})
+        self._b_start: list[int] = []  # session start of each booking id seen so far
         i = 0
         for k, d in enumerate(days):
             # local midnight: day d's cut-offs (16:00 the day before) have passed, its visits not begun
             mark = day0 + d * DAY
             nxt = day0 + days[k + 1] * DAY if k + 1 < len(days) else None
             j = int(np.searchsorted(times, mark, side="left"))
-            for t, kind, who in zip(times[i:j].tolist(), kinds[i:j].tolist(), whos[i:j].tolist()):
-                self._act(t, kind, who)
+            self._play(zip(times[i:j].tolist(), kinds[i:j].tolist(), whos[i:j].tolist(),
+                           *(x[i:j].tolist() for x in args)))
             i = j
             j = len(times) if nxt is None else int(np.searchsorted(times, nxt, side="left"))
-            steps = [(t, 0, kind, who) for t, kind, who in
-                     zip(times[i:j].tolist(), kinds[i:j].tolist(), whos[i:j].tolist())]
-            steps += [(t, 1, _CHECK_IN, b) for t, b in self._visits(d, day0)]
-            steps.sort()
-            for t, _, kind, who in steps:
-                self._act(t, kind, who)
+            # the day's calls and check-ins in (time, calls before check-ins, kind, who) order
+            visits = self._visits(d, day0)
+            vt = np.array([t for t, _ in visits], dtype=np.int64)
+            vb = np.array([b for _, b in visits], dtype=np.int64)
+            st = np.concatenate([times[i:j].astype(np.int64), vt])
+            sf = np.concatenate([np.zeros(j - i, np.int64), np.ones(len(vt), np.int64)])
+            sk = np.concatenate([kinds[i:j].astype(np.int64), np.full(len(vt), _CHECK_IN, np.int64)])
+            sw = np.concatenate([whos[i:j].astype(np.int64), vb])
+            order = np.lexsort((sw, sk, sf, st))
+            none = np.full(len(vt), None, dtype=object)
+            self._play(zip(st[order].tolist(), sk[order].tolist(), sw[order].tolist(),
+                           *(np.concatenate([x[i:j], none])[order].tolist() for x in args)))
             i = j
         e.advance(max(e.now, w.t_end), drain=False)
         self._collect()
+        self.genuine_booking = np.array(self.g, dtype=np.int64)
+        self.row_booking = np.array(self.rows, dtype=np.int64)
 
     def _visits(self, day: int, day0: int) -> list[tuple[int, int]]:
         """(arrival time, booking) of the patients who show up on clinic day ``day``."""
         w, core = self.w, self.core
-        fate_of: dict[int, int] = {}
-        for row in np.flatnonzero(w.scalper_fate >= 0).tolist():
-            b = int(self.row_booking[row])
-            if b >= 0:
-                fate_of[b] = int(w.scalper_fate[row])
-        visits = []
+        info = core.booking_info
+        rows = np.flatnonzero(w.scalper_fate >= 0)
+        rb = np.array(self.rows, dtype=np.int64)[rows] if len(rows) else np.zeros(0, np.int64)
+        ok = rb >= 0
+        fate_of = dict(zip(rb[ok].tolist(), w.scalper_fate[rows][ok].tolist()))
+        # a booking's session never changes: note each new booking's session start once
+        L = self._lists
+        b_start, start_of = self._b_start, L["start"]
+        b_start.extend(start_of[info(b)[0]] for b in range(len(b_start), core.n_bookings))
         lo, hi = day0 + day * DAY, day0 + (day + 1) * DAY
-        for b in range(core.n_bookings):
-            s, slot, p, _a, _ch, _q, state = core.booking_info(b)[:7]
-            start = int(w.session_start[s])
-            if state != _LIVE or not lo <= start < hi:
+        bst = np.array(b_start, dtype=np.int64)
+        cand = np.flatnonzero((bst >= lo) & (bst < hi)).tolist()
+        kind_of, noshow, early, cap = L["kind"], L["noshow"], L["early"], L["cap"]
+        visits = []
+        for b in cand:
+            s, slot, p, _a, _ch, _q, state = info(b)[:7]
+            if state != _LIVE:
                 continue
-            if w.patient_kind[p] == SCALPER:
+            if kind_of[p] == SCALPER:
                 shows = fate_of.get(b, 0) == 1  # resold with the identity; unsold: nobody comes
             else:
-                shows = not bool(w.noshow[p])
+                shows = not noshow[p]
             if shows:
-                step = max(1, 240 // int(w.session_capacity[s])) * MINUTE
-                visits.append((start + (slot - 1) * step - int(w.checkin_early_ms[p]), b))
+                start = start_of[s]
+                step = max(1, 240 // cap[s]) * MINUTE
+                visits.append((start + (slot - 1) * step - early[p], b))
         return visits
 
-    def _act(self, t: int, kind: int, who: int) -> None:
-        """One per-call step; skipped when it no longer applies (e.g. nothing left to cancel)."""
+    def _play(self, steps: Iterable[tuple[int, int, int, Any, Any, Any, Any]]) -> None:
+        """Per-call steps in order; each skipped when it no longer applies (e.g. nothing left to cancel)."""
         w, e, core = self.w, self.e, self.core
-        pn, an, g = self.patient_names, self.account_names, self.genuine_booking
-        t = max(t, e.now)
-        if kind == _CHECK_IN:
-            e.check_in(who, now=t)
-        elif kind == _CANCEL:
-            b = int(g[who])
-            if b >= 0 and core.booking_info(b)[6] == _LIVE:
-                e.cancel(b, account=an[int(w.patient_account[who])], now=t)
-                g[who] = -1
-                self._collect()
-        elif kind == _HANDOFF:
-            b = int(self.row_booking[who])
-            if b < 0 or core.booking_info(b)[6] != _LIVE:
-                return
-            p = int(w.rush_patient[who])
-            r = e.cancel(b, account=an[int(w.patient_account[p])], now=t)
-            if r.status != Status.CANCELLED:
-                return
-            self.row_booking[who] = -1
-            self._collect()
-            buyer = int(w.buyer_of_row[who])
-            session = w.session_names[int(w.rush_session[who])]
-            r = e.book(an[int(w.patient_account[buyer])], pn[buyer], session, "app",
-                       now=t + w.scenario.handoff_gap_ms)
-            self.requests += 1
-            if r.status == Status.BOOKED:
-                g[buyer] = r.booking
-        elif kind == _RETRY:
-            if g[who] >= 0 or self.s.waitlist:  # with a waitlist, losers wait there instead
-                return
-            row = int(w.genuine_row[who])
-            r = e.book(an[int(w.patient_account[who])], pn[who], w.session_names[int(w.rush_session[row])],
-                       CHANNELS[int(w.rush_channel[row])], now=t)
-            self.requests += 1
-            if r.status == Status.BOOKED:
-                g[who] = r.booking
-        elif kind == _JOIN and self.s.waitlist and g[who] < 0:
-            row = int(w.genuine_row[who])
-            s = int(w.rush_session[row])
-            ch = CHANNELS[int(w.rush_channel[row])]
-            acc = an[int(w.patient_account[who])]
-            deadline = int(w.session_start[s]) - HOUR
-            r = e.join_waitlist(acc, pn[who], [w.session_names[s]], deadline=deadline, channel=ch, now=t)
-            if r.status == Status.WAITLISTED:
-                self.joined[who] = True
-                self.requests_joined.append(int(r.request))
-            elif r.status == Status.REJECTED and r.reason == Reason.SLOTS_LEFT:  # a slot is free: book it
-                r = e.book(acc, pn[who], w.session_names[s], ch, now=t)
-                self.requests += 1
-                if r.status == Status.BOOKED:
+        pn, an = self.patient_names, self.account_names
+        g, row_booking = self.g, self.rows
+        L = self._lists
+        acct, rush_patient, rush_session = L["acct"], L["rp"], L["rs"]
+        genuine_row, buyer_of_row, session_start = L["gr"], L["buyer"], L["start"]
+        names = w.session_names
+        info, core_check_in = core.booking_info, core.check_in
+        cancel, book = e.cancel, e.book
+        waitlist = self.s.waitlist
+        gap = w.scenario.handoff_gap_ms
+        BOOKED, CANCELLED, WAITLISTED = Status.BOOKED, Status.CANCELLED, Status.WAITLISTED
+        core_join = core.join_waitlist
+        sid, chan_id, klass_of = L["sid"], self._chan_id, self._klass_of
+        nreq = 0  # book requests sent
+        for t, kind, who, acc, pname, sname, ch in steps:
+            if kind == _RETRY:  # the bulk of the steps: most are skipped
+                if g[who] >= 0 or waitlist:  # with a waitlist, losers wait there instead
+                    continue
+                now = core.now
+                r = book(acc, pname, sname, ch, now=t if t >= now else now)
+                nreq += 1
+                if r.status == BOOKED:
                     g[who] = r.booking
+                continue
+            now = core.now
+            if t < now:
+                t = now
+            if kind == _CHECK_IN:
+                core_check_in(who, t)
+            elif kind == _CANCEL:
+                b = g[who]
+                if b >= 0 and info(b)[6] == _LIVE:
+                    cancel(b, account=an[acct[who]], now=t)
+                    g[who] = -1
+                    self._collect()
+            elif kind == _HANDOFF:
+                b = row_booking[who]
+                if b < 0 or info(b)[6] != _LIVE:
+                    continue
+                p = rush_patient[who]
+                r = cancel(b, account=an[acct[p]], now=t)
+                if r.status != CANCELLED:
+                    continue
+                row_booking[who] = -1
+                self._collect()
+                buyer = buyer_of_row[who]
+                r = book(an[acct[buyer]], pn[buyer], names[rush_session[who]], "app", now=t + gap)
+                nreq += 1
+                if r.status == BOOKED:
+                    g[buyer] = r.booking
+            elif kind == _JOIN and waitlist and g[who] < 0:
+                s = rush_session[genuine_row[who]]
+                deadline = session_start[s] - HOUR
+                if deadline > t:  # Engine.join_waitlist's checks hold: straight to the core (no journal)
+                    r = core_join(acct[who], who, [sid[s]], chan_id[ch], klass_of[ch], deadline, t)
+                else:
+                    r = e.join_waitlist(acc, pname, [sname], deadline=deadline, channel=ch, now=t)
+                if r.status == WAITLISTED:
+                    self.joined[who] = True
+                    self.requests_joined.append(int(r.request))
+                elif r.status == Status.REJECTED and r.reason == Reason.SLOTS_LEFT:  # a slot is free: book it
+                    r = book(acc, pname, sname, ch, now=t)
+                    nreq += 1
+                    if r.status == BOOKED:
+                        g[who] = r.booking
+        self.requests += nreq
 
     def metrics(self, rush_s: float, total_s: float) -> Metrics:
         w, core = self.w, self.core
