@@ -197,3 +197,26 @@ def test_modes(report, tmp_path) -> None:
         lines.append(f"{mode:<8} {n:>7,} books/round  {statistics.median(rates):>12,.0f} books/s "
                      f"(median of 5)")
     report.sections.setdefault("per-call book by durability mode", []).extend(lines)
+
+
+def test_snapshot(benchmark, report) -> None:
+    """Core snapshot and restore of bench_book's world after 100,000 bookings: MB/s."""
+    benchmark.group = "snapshot"
+    w = world(N_MANY)
+    e = w.engine("core")
+    e.book_many(*w.arrays(e))
+    data = e._core.snapshot()
+    timings = {}
+    for what, fn in (("snapshot", e._core.snapshot),
+                     ("restore", lambda: se.Engine(POLICY, seed=7)._core.restore(data))):
+        runs = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - t0)
+        timings[what] = statistics.median(runs)
+    benchmark.pedantic(e._core.snapshot, rounds=3)
+    mb = len(data) / 1e6
+    report.sections.setdefault("snapshot and restore (compiled core)", []).append(
+        f"{mb:.1f} MB: snapshot {mb / timings['snapshot']:,.0f} MB/s, restore (fresh engine "
+        f"included) {mb / timings['restore']:,.0f} MB/s (medians of 7)")

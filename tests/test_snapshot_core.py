@@ -33,7 +33,6 @@ import re
 import subprocess
 import sys
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -783,27 +782,17 @@ def _oom_check() -> None:
 
 # -- speed -------------------------------------------------------------------------------------
 
-def test_speed_big_state() -> None:
-    """100,000 sessions x 20 slots, 1,000,000 bookings: snapshot and restore MB/s."""
+def test_big_state_round_trip() -> None:
+    """100,000 sessions x 20 slots, 1,000,000 bookings round-trip (the speed of it is
+    benchmarks/bench_journal.py's ``snapshot`` group)."""
     pol = _plain_policy()
     n_sessions, n_bookings = 100_000, 1_000_000
     core = _big(pol, n_sessions, 20, n_bookings)
-    # CPU time of this process (page faults included): steady on a busy machine
-    t, w = time.process_time(), time.perf_counter()
     data = core.snapshot()
-    t_snap, w_snap = time.process_time() - t, time.perf_counter() - w
     copy = Core(pol, 1)
-    t, w = time.process_time(), time.perf_counter()
     copy.restore(data)
-    t_restore, w_restore = time.process_time() - t, time.perf_counter() - w
-    mb = len(data) / 1e6
-    print(f"\nsnapshot of {mb:.0f} MB: {t_snap * 1e3:.1f} ms CPU ({mb / t_snap:,.0f} MB/s; wall "
-          f"{mb / w_snap:,.0f} MB/s); restore {t_restore * 1e3:.1f} ms CPU "
-          f"({mb / t_restore:,.0f} MB/s; wall {mb / w_restore:,.0f} MB/s)")
     assert copy.n_bookings == n_bookings and copy.n_sessions == n_sessions
     assert copy.snapshot() == data
     for i in (0, 1, 499_999, n_bookings - 1):
         assert copy.booking_info(i) == core.booking_info(i)
     assert copy.session_counts(n_sessions - 1) == core.session_counts(n_sessions - 1)
-    # far above any disk: a floor that only a broken (per-record) format would miss
-    assert mb / max(t_snap, 1e-3) > 200 and mb / max(t_restore, 1e-3) > 200
