@@ -741,6 +741,33 @@ def test_open_close_position_and_bad_arguments() -> None:
     buf.close()  # no view left
 
 
+def test_journal_reserve_rotates_early_and_refuses_bad_input() -> None:
+    core = Core(random_policy(random.Random(2)), 1)
+    bufs = [mmap.mmap(-1, 4096), mmap.mmap(-1, 8192)]
+    asked: list[int] = []
+
+    def rotate(need: int) -> tuple:
+        asked.append(need)
+        return bufs[1], 0
+
+    core.journal_open(bufs[0], 0, 1, 0, None, rotate)
+    before = (core.state_hash(), core.journal_position())
+    for bad, err in [("8", errors.InvalidType), (8.0, errors.InvalidType),
+                     (True, errors.InvalidType), (None, errors.InvalidType),
+                     (-1, errors.InvalidArgument), (2**70, errors.InvalidArgument)]:
+        with pytest.raises(err):
+            core.journal_reserve(bad)
+        assert (core.state_hash(), core.journal_position()) == before and not asked
+    core.journal_reserve(4096)  # fits: nothing happens
+    assert not asked
+    core.journal_reserve(4097)  # does not fit: a new buffer now, before any record
+    assert asked == [4097] and core.journal_position() == (0, 1)
+    assert core.state_hash() == before[0]
+    core.journal_close()
+    for b in bufs:
+        b.close()
+
+
 def test_journal_fail_refuses_every_command() -> None:
     rnd = random.Random(4)
     policy = random_policy(rnd)

@@ -2779,6 +2779,10 @@ cdef class Core:
         """Make sure the next ``need`` bytes of records fit in the current buffer
         (rotating now if not), so that a host call made of several records (a booking
         that registers new names) fails, on a full disk, before its first one."""
+        if isinstance(need, bool) or not hasattr(type(need), "__index__"):
+            raise InvalidType(f"need must be an int, not {type(need).__name__}")
+        if not 0 <= _index(need) <= MAX_MS:
+            raise InvalidArgument(f"need={need} is out of range")
         cdef int64_t n = _index(need)
         if self._jst == J_ON and n > self._jcap - self._jpos:
             j_rotate(self, n)
