@@ -29,7 +29,7 @@ def test_simulate_prints_a_table_and_writes_the_report(tmp_path: Path) -> None:
     assert report.startswith("# Policy comparison: small (seed 1)")
     assert report.count("\n| ") == 6                  # header + 5 policies
     pytest.importorskip("matplotlib")
-    for png in ("scalper_share.png", "genuine_success.png"):
+    for png in ("scalper_share.png", "genuine_success.png", "slots_over_time.png", "time_to_slot.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in report
 
@@ -50,6 +50,8 @@ def test_simulate_json_is_deterministic_and_matches_the_library() -> None:
     want = sim.run(world, "lottery")
     assert da["policies"]["lottery"]["scalper_expert_share"] == want.scalper_expert_share
     assert da["policies"]["lottery"]["requests"] == want.requests
+    p10, p50, p90 = da["policies"]["lottery"]["genuine_wait_ms_p10_p50_p90"]
+    assert p10 <= p50 == want.genuine_median_ms <= p90
 
 
 def test_simulate_a_scenario_file(tmp_path: Path) -> None:
@@ -85,6 +87,16 @@ def test_main_returns_the_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--policies", "fcfs"]) == 0
     assert "fcfs" in capsys.readouterr().out
     assert main(["simulate", "--seed", str(2**63)]) == 2
+
+
+def test_a_terminal_gets_a_progress_bar(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["simulate", "--policies", "fcfs", "lottery"]) == 0
+    err = capsys.readouterr().err
+    assert "0/8 [" in err                                    # 2 policies x 4 phases
+    assert "[1/2] fcfs ..." not in err                       # no plain lines on a terminal
 
 
 def test_bench_runs_pytest_on_the_benchmarks() -> None:

@@ -260,6 +260,26 @@ def test_tiny_waitlist_gets_the_first_cancellation(seed):
     assert sim.run(w, "lottery").waitlist_joined == 0
 
 
+@pytest.mark.parametrize("seed", [0, 5])
+def test_tiny_bots_snipe_cancellations(seed):
+    # 2 genuine patients take both slots of one expert session and both cancel later; one
+    # bought identity's bot watches the session.  It takes the first freed slot within
+    # bot_reaction_ms; the second attempt is refused (that identity already holds the session).
+    sc = dataclasses.replace(TINY, seed=seed, genuine=2, account_identities=1, identity_targets=0,
+                             cancel_rate=1.0, snipe_rate=1.0)
+    w = sim.generate(sc)
+    assert ((w.later_sniper >= 0) == (w.later_kind == sim._CANCEL)).all()
+    assert (w.later_snipe_ms[w.later_sniper >= 0] <= sc.bot_reaction_ms).all()
+    for name in ("fcfs", "lottery"):
+        m = sim.run(w, name, check_invariants=True)
+        assert m.sniped == 1 and m.expert_slots_taken == 1 and m.scalper_expert_share == 1.0
+    calm = sim.generate(dataclasses.replace(sc, snipe_rate=0.0))
+    assert (calm.later_sniper == -1).all()
+    assert sim.run(calm, "lottery").sniped == 0
+    # the other draws of the world do not depend on snipe_rate
+    assert (calm.later_time == w.later_time).all() and (calm.rush_time == w.rush_time).all()
+
+
 def test_credit_keeps_unfunded_identities_out():
     sc = dataclasses.replace(sim.PRESETS["small"], scalper_funded_share=0.0, blacklist_share=0.0)
     m = sim.run(sim.generate(sc), "+credit")
@@ -278,6 +298,12 @@ def test_bad_run_arguments():
         sim.compare(TINY, ["fcfs", "nope"])
     custom = sim.PolicySetup("strict", se.Policy(account_patients=2))
     assert sim.run(w, custom).policy == "strict"
+    out = sim.compare(TINY, ["fcfs", custom])  # own setups too, keyed by name
+    assert list(out) == ["fcfs", "strict"] and out["strict"] == sim.run(w, custom)
+    with pytest.raises(InvalidArgument, match="repeat"):
+        sim.compare(TINY, ["fcfs", sim.POLICIES["fcfs"]])
+    with pytest.raises(InvalidType, match="not one"):
+        sim.compare(TINY, "fcfs")  # type: ignore[arg-type]
 
 
 def test_city_preset_smoke_at_reduced_size():
@@ -300,6 +326,74 @@ def test_any_small_city_runs(seed, genuine, rings, days, noshow, handoff):
         assert 0.0 <= m.scalper_expert_share <= 1.0 and 0.0 <= m.utilization <= 1.0
         assert m.no_shows + round(m.utilization * int(w.session_capacity.sum())) <= int(
             w.session_capacity.sum())
+
+
+# -- timelines, progress, the reference backend ---------------------------------------------
+
+def test_timelines_agree_with_the_metrics(small):
+    w = sim.generate(sim.PRESETS["small"])
+    expert_slots = int(w.session_capacity[w.session_tier == 0].sum())
+    for name, m in small.items():
+        t = m.timeline
+        assert t is not None and t.expert_slots == expert_slots
+        for a in (t.taken_ms, t.genuine_wait_ms, t.waitlist_wait_ms):
+            assert (np.diff(a) >= 0).all()  # sorted
+        assert len(t.taken_by_scalper) == len(t.taken_ms) and (t.taken_ms >= 0).all()
+        assert len(t.genuine_wait_ms) == round(m.genuine_success_rate * m.genuine_patients)
+        if m.genuine_median_ms is not None:
+            assert float(np.median(t.genuine_wait_ms)) == m.genuine_median_ms
+        n_filled = round((m.waitlist_fill_rate or 0.0) * m.waitlist_joined)
+        assert len(t.waitlist_wait_ms) == n_filled
+        if n_filled:
+            assert float(np.median(t.waitlist_wait_ms)) == m.waitlist_median_ms
+        at = np.array([0, 10, 1_000, 59_999, 60_001, 10**12])
+        everyone, scalpers = t.taken_curve(at)
+        assert (np.diff(everyone) >= 0).all() and (scalpers <= everyone).all()
+        assert everyone[-1] == len(t.taken_ms) / expert_slots
+        assert scalpers[-1] == t.taken_by_scalper.sum() / expert_slots
+        if name == "fcfs":  # bots take slots within ms of the release
+            assert scalpers[2] > 0.3
+        else:               # nothing is served before the 60 s cohort closes
+            assert everyone[3] == 0.0 and everyone[4] > 0.5
+
+
+def test_to_dict_is_json_with_percentiles(small):
+    for m in small.values():
+        d = m.to_dict()
+        assert "timeline" not in d and d["policy"] == m.policy
+        json.dumps(d)
+        p = d["genuine_wait_ms_p10_p50_p90"]
+        assert p is not None and p[0] <= p[1] <= p[2] and p[1] == m.genuine_median_ms
+        assert (d["waitlist_wait_ms_p10_p50_p90"] is None) == (m.waitlist_median_ms is None)
+
+
+def test_progress_names_each_phase():
+    sc = dataclasses.replace(sim.PRESETS["small"], days=2)
+    w = sim.generate(sc)
+    phases: list[str] = []
+    sim.run(w, "+waitlist", progress=phases.append)
+    assert phases == ["setup", "rush", "day 1/2", "day 2/2", "metrics"]
+    assert sim.run_phases(w) == len(phases)
+    with pytest.raises(InvalidType, match="progress"):
+        sim.run(w, "fcfs", progress="loud")  # type: ignore[arg-type]
+
+
+def test_the_reference_backend_gives_the_same_metrics(small):
+    """The simulator drives either engine: the plain model agrees on every measured field."""
+    w = sim.generate(sim.PRESETS["small"])
+    for name, m in small.items():
+        assert sim.run(w, name, backend="reference") == m, name
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32), genuine=st.integers(0, 200), rings=st.integers(0, 2),
+       cancel=st.floats(0, 0.5))
+def test_reference_agrees_on_any_small_city(seed, genuine, rings, cancel):
+    sc = sim.Scenario(seed=seed, hospitals=1, departments=1, days=2, genuine=genuine, rings=rings,
+                      ring_accounts=2, cancel_rate=cancel)
+    w = sim.generate(sc)
+    for name in ("fcfs", "+waitlist", "+credit"):
+        assert sim.run(w, name) == sim.run(w, name, backend="reference"), name
 
 
 def test_importable_without_matplotlib():

@@ -22,18 +22,18 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, cast
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import numpy as np
 
 from .engine import Engine
 from .errors import InvalidArgument, InvalidType
-from .outcomes import BookingState, EventKind, LineKind, Reason, RequestState, Status
+from .outcomes import BookingState, EventKind, LineKind, Reason, Status
 from .policy import Policy
 from .times import DAY, HOUR, MINUTE, SECOND
 
-__all__ = ["Scenario", "PRESETS", "World", "PolicySetup", "POLICIES", "Metrics", "generate",
-           "run", "compare"]
+__all__ = ["Scenario", "PRESETS", "World", "PolicySetup", "POLICIES", "Metrics", "Timeline",
+           "generate", "run", "run_phases", "compare"]
 
 TIERS = ("expert", "associate", "general")
 CHANNELS = ("app", "phone", "referral", "followup")  # channels the simulated city uses
@@ -93,6 +93,7 @@ class Scenario:
     handoff_rate: float = 0.3       # won slots handed to a buyer by cancel-then-rebook
     resale_rate: float = 0.5        # won slots sold with the identity (the buyer shows up)
     handoff_gap_ms: int = 200       # the buyer's re-book this long after the cancel
+    snipe_rate: float = 0.5         # genuine cancellations of expert slots a ring's bot tries to take
     blacklist_share: float = 0.25   # ring accounts on the imported shared blacklist
     scalper_funded_share: float = 0.2  # identities with credit (require_cover)
 
@@ -114,7 +115,8 @@ class Scenario:
             if not lo <= getattr(self, name) <= hi:
                 raise InvalidArgument(f"Scenario.{name}={getattr(self, name)} is outside {lo}..{hi}")
         for name in ("elderly_share", "referral_share", "followup_share", "cancel_rate", "noshow_rate",
-                     "handoff_rate", "resale_rate", "blacklist_share", "scalper_funded_share"):
+                     "handoff_rate", "resale_rate", "blacklist_share", "scalper_funded_share",
+                     "snipe_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InvalidArgument(f"Scenario.{name}={v} must lie in [0, 1]")
@@ -276,6 +278,9 @@ class World:
     later_time: np.ndarray
     later_kind: np.ndarray       # int8: _CANCEL, _HANDOFF, _RETRY, _JOIN
     later_who: np.ndarray        # patient (cancel/retry/join) or rush row (hand-off)
+    later_sniper: np.ndarray     # int32 per later step: the identity whose bot tries to take
+    #                              the slot a cancellation frees, else -1
+    later_snipe_ms: np.ndarray   # int64 per later step: how long after the cancellation
     day0: int                    # local midnight (UTC+8) of the first clinic day, in UTC ms
     t_after: int                 # the rush is over and every cohort drawn
     t_end: int                   # after the last session ends
@@ -435,6 +440,17 @@ def generate(scenario: Scenario) -> World:
     l_time = np.concatenate(lt)
     l_kind = np.concatenate(lk)
     l_who = np.concatenate(lw)
+    # Bots watch the expert sessions: a genuine cancellation there draws whether a ring's
+    # bot (a random identity) tries to take the freed slot, and its reaction time.  From
+    # a generator of its own, so the draws above do not depend on snipe_rate.
+    srng = np.random.default_rng([sc.seed, 1])
+    sniper = np.full(len(l_time), -1, dtype=np.int32)
+    snipe_ms = np.zeros(len(l_time), dtype=np.int64)
+    n_c = len(who)  # the cancellations are the first steps of the lists
+    if n_id and n_c:
+        hit = (srng.random(n_c) < sc.snipe_rate) & (s_tier[g_session[who]] == 0)
+        sniper[:n_c][hit] = G + srng.integers(0, n_id, size=int(hit.sum()))
+        snipe_ms[:n_c][hit] = srng.integers(1, sc.bot_reaction_ms + 1, size=int(hit.sum()))
     order = np.lexsort((l_who, l_kind, l_time))
     return World(
         scenario=sc, t0=t0, session_names=names, session_tier=s_tier,
@@ -445,7 +461,7 @@ def generate(scenario: Scenario) -> World:
         rush_channel=r_channel, genuine_row=genuine_row, noshow=noshow, checkin_early_ms=early,
         scalper_fate=fate, buyer_of_row=buyer_of_row, blacklisted=black.astype(np.int32),
         funded_scalpers=funded.astype(np.int32), later_time=l_time[order], later_kind=l_kind[order],
-        later_who=l_who[order], day0=day0, t_after=t_after, t_end=int(s_start.max()) + DAY)
+        later_who=l_who[order], later_sniper=sniper[order], later_snipe_ms=snipe_ms[order], day0=day0, t_after=t_after, t_end=int(s_start.max()) + DAY)
 
 
 # -- policies ------------------------------------------------------------------------
@@ -477,6 +493,34 @@ POLICIES: dict[str, PolicySetup] = {
 
 # -- metrics -------------------------------------------------------------------------
 
+@dataclass(frozen=True, eq=False)
+class Timeline:
+    """One policy's per-booking series, for the plots: when slots went, how long people waited.
+
+    Arrays are sorted ascending and are ms.  ``taken_ms`` has one entry per
+    booking ever made in an expert session (kept, cancelled or handed on),
+    measured from the release of the channel it was made on;
+    ``taken_by_scalper`` flags the ones a scalper identity or a hand-off
+    buyer made.
+    """
+
+    expert_slots: int                # capacity of all expert sessions
+    taken_ms: np.ndarray             # int64
+    taken_by_scalper: np.ndarray     # bool, aligned with taken_ms
+    genuine_wait_ms: np.ndarray      # int64: release of the channel -> first booking, per genuine patient
+    waitlist_wait_ms: np.ndarray     # int64: join -> fill, per filled waitlist request
+
+    def taken_curve(self, at_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Share of expert slots taken by ``at_ms`` after release: (all, by scalpers)."""
+        at = np.asarray(at_ms)
+        n = max(self.expert_slots, 1)
+        allc = np.searchsorted(self.taken_ms, at, side="right") / n
+        scalp = np.cumsum(self.taken_by_scalper)
+        idx = np.searchsorted(self.taken_ms, at, side="right")
+        sc = np.where(idx > 0, scalp[np.maximum(idx - 1, 0)] if len(scalp) else 0, 0) / n
+        return allc, sc
+
+
 @dataclass(frozen=True)
 class Metrics:
     """What one policy did to one world.  Equal for equal inputs (timing fields aside).
@@ -499,12 +543,24 @@ class Metrics:
     utilization: float               # arrived / capacity
     no_shows: int
     handoffs: int                    # cancel-then-rebook hand-offs that reached the buyer
+    sniped: int                      # genuine cancellations of expert slots a bot took
     genuine_accounts: int
     flagged_genuine: int             # false positives: genuine accounts flagged
     scalper_accounts: int
     flagged_scalper: int             # true positives: ring accounts flagged (rule or blacklist)
     engine_seconds: float = field(default=0.0, compare=False)
     requests_per_second: float = field(default=0.0, compare=False)  # of the rush (book_many + draw)
+    timeline: Timeline | None = field(default=None, compare=False, repr=False)  # series for plots
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scalar fields (JSON-ready), plus percentiles of the waits from the timeline."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"}
+        if self.timeline is not None:
+            for name, a in (("genuine_wait_ms", self.timeline.genuine_wait_ms),
+                            ("waitlist_wait_ms", self.timeline.waitlist_wait_ms)):
+                out[name + "_p10_p50_p90"] = ([float(x) for x in np.percentile(a, [10, 50, 90])]
+                                              if len(a) else None)
+        return out
 
     @property
     def false_positive_rate(self) -> float:
@@ -535,6 +591,7 @@ class Metrics:
             "waitlist median wait": sec(self.waitlist_median_ms),
             "utilization": pct(self.utilization),
             "hand-offs": self.handoffs,
+            "sniped": self.sniped,
             "flags genuine (FP)": self.flagged_genuine,
             "flags scalper (TP)": self.flagged_scalper,
             "requests": self.requests,
@@ -568,10 +625,10 @@ def _setup(name_or_setup: str | PolicySetup) -> PolicySetup:
 class _Run:
     """The state of one replay: an Engine plus who holds which booking."""
 
-    def __init__(self, world: World, setup: PolicySetup) -> None:
+    def __init__(self, world: World, setup: PolicySetup, backend: str = "core") -> None:
         self.w = w = world
         self.s = setup
-        self.e = e = Engine(setup.policy, seed=w.scenario.seed)
+        self.e = e = Engine(setup.policy, seed=w.scenario.seed, backend=backend)
         self.core = e._core  # dense-id reads of bookings, requests and flags (same package)
         sc = w.scenario
         t0 = w.t0
@@ -586,17 +643,14 @@ class _Run:
                 capacity=int(w.session_capacity[i]), fee=sc.fees[TIERS[ti]],
                 quotas={ch: int(w.quotas[i, c]) for c, ch in enumerate(CHANNELS)},
                 release={ch: int(w.release[i, c]) for c, ch in enumerate(CHANNELS)}, now=t0)
-        n_p = len(w.patient_kind)
-        self.patient_names = [f"P{i}" for i in range(n_p)]
-        self.account_names = [f"A{i}" for i in range(len(w.account_kind))]
-        pid = e.intern_patients(self.patient_names)
-        aid = e.intern_accounts(self.account_names)
-        assert (pid == np.arange(n_p)).all() and (aid == np.arange(len(aid))).all()
+        # Patients and accounts are the world's indices, spoken to the core as dense ids:
+        # a run never needs their names, so it skips interning millions of them.
+        self.core.ensure_patients(len(w.patient_kind))
+        self.core.ensure_accounts(len(w.account_kind))
         self.chan = e.channel_ids(CHANNELS)
         if setup.blacklist and len(w.blacklisted):
-            until = t0 + 365 * DAY
-            e.import_blacklist([("account", self.account_names[a], until) for a in w.blacklisted.tolist()],
-                               now=t0)
+            n_b = len(w.blacklisted)
+            self.core.import_blacklist([0] * n_b, w.blacklisted.tolist(), [t0 + 365 * DAY] * n_b, t0)
         if setup.fund:  # an outpatient line at its starting limit (dense ids: no name look-ups)
             funded = np.concatenate([np.flatnonzero(w.patient_kind != SCALPER), w.funded_scalpers])
             outpatient = int(LineKind.OUTPATIENT)
@@ -604,7 +658,11 @@ class _Run:
                 self.core.open_line(p, outpatient, -1, t0)
         self.genuine_booking = np.full(len(w.patient_kind), -1, dtype=np.int64)  # live booking per patient
         self.requests = 0
+        self.sniped = 0                            # cancellations a bot took
+        self.snipe_tickets: set[int] = set()       # bots' requests that were queued
         self.requests_joined: list[int] = []
+        self.joined_at: list[int] = []             # join time of each, in the same order
+        self.filled_at: dict[int, int] = {}        # request -> fill time (WAITLIST_FILLED events)
 
     def rush(self) -> float:
         """The release rush through the batch path; returns the seconds it took."""
@@ -638,8 +696,13 @@ class _Run:
             g = self.g
             for p, b in zip(ev["patient"][filled].tolist(), ev["booking"][filled].tolist()):
                 g[p] = b
+            self.filled_at.update(zip(ev["detail"][filled].tolist(), ev["at"][filled].tolist()))
+        if self.snipe_tickets:
+            served = ev["detail"][ev["kind"] == _SERVED].tolist()
+            self.sniped += len(self.snipe_tickets.intersection(served))
+            self.snipe_tickets.difference_update(served)
 
-    def replay(self) -> None:
+    def replay(self, tick: Callable[[str], None]) -> None:
         """After the rush, one call each in time order: cancellations, hand-offs, retries or
         waitlist joins, and on each clinic day its check-ins (the rest become no-shows)."""
         w, e = self.w, self.e
@@ -653,30 +716,37 @@ class _Run:
                        "noshow": w.noshow.tolist(), "early": w.checkin_early_ms.tolist(),
                        "cap": w.session_capacity.tolist(),
                        "sid": e.session_ids(w.session_names).tolist()}
-        self._chan_id = dict(zip(CHANNELS, self.chan.tolist()))
-        self._klass_of = ({ch: e._classes[e.policy.waitlist_class(ch)] for ch in CHANNELS}
-                          if self.s.waitlist else {})
+        self._klass_of = ({c: e._classes[e.policy.waitlist_class(ch)]
+                           for ch, c in zip(CHANNELS, self.chan.tolist())} if self.s.waitlist else {})
         times, kinds, whos = w.later_time, w.later_kind, w.later_who
-        # a retry never applies with a waitlist, a join never without: drop them up front
+        sniper, snipe_ms = w.later_sniper, w.later_snipe_ms
+        # a retry never applies with a waitlist, a join never without: drop them up front ...
         keep = kinds != (_RETRY if self.s.waitlist else _JOIN)
-        if not keep.all():
-            times, kinds, whos = times[keep], kinds[keep], whos[keep]
-        # the names a retry or join sends, gathered once in step order
         rj = (kinds == _RETRY) | (kinds == _JOIN)
         wv = np.where(rj, whos, 0)
+        # ... and so does a retry or join of a patient who holds a slot from the rush and
+        # cancels only later (or never): the loop would skip it (a patient cancels at most once)
+        cancel_at = np.full(len(w.patient_kind), np.iinfo(np.int64).max, dtype=np.int64)
+        c = kinds == _CANCEL
+        cancel_at[whos[c]] = times[c]
+        keep &= ~(rj & (self.genuine_booking[wv] >= 0) & (cancel_at[wv] > times))
+        if not keep.all():
+            times, kinds, whos, rj, wv = times[keep], kinds[keep], whos[keep], rj[keep], wv[keep]
+            sniper, snipe_ms = sniper[keep], snipe_ms[keep]
+        # the (account, patient, session, channel, deadline) a retry or join sends, gathered once
         rv = np.where(rj, w.genuine_row[wv], 0)
-        args = [np.array(self.account_names, dtype=object)[w.patient_account[wv]],
-                np.array(self.patient_names, dtype=object)[wv],
-                np.array(w.session_names, dtype=object)[w.rush_session[rv]],
-                np.array(CHANNELS, dtype=object)[w.rush_channel[rv]]]
-        for x in args:
-            x[~rj] = None
+        sess = w.rush_session[rv]
+        args = [w.patient_account[wv], wv, np.array(self._lists["sid"])[sess], self.chan[w.rush_channel[rv]],
+                w.session_start[sess] - HOUR]
+        args = [np.where(rj, x, -1).astype(np.int64) for x in args]
+        args += [sniper.astype(np.int64), snipe_ms]  # a cancellation's bot, if any, and its delay
         self.joined = np.zeros(len(w.patient_kind), dtype=bool)
         day0 = w.day0
-        days = sorted({(int(t) - day0) // DAY for t in w.session_start.tolist()})
+        days = _clinic_days(w)
         self._b_start: list[int] = []  # session start of each booking id seen so far
         i = 0
         for k, d in enumerate(days):
+            tick(f"day {k + 1}/{len(days)}")
             # local midnight: day d's cut-offs (16:00 the day before) have passed, its visits not begun
             mark = day0 + d * DAY
             nxt = day0 + days[k + 1] * DAY if k + 1 < len(days) else None
@@ -694,7 +764,7 @@ class _Run:
             sk = np.concatenate([kinds[i:j].astype(np.int64), np.full(len(vt), _CHECK_IN, np.int64)])
             sw = np.concatenate([whos[i:j].astype(np.int64), vb])
             order = np.lexsort((sw, sk, sf, st))
-            none = np.full(len(vt), None, dtype=object)
+            none = np.full(len(vt), -1, dtype=np.int64)
             self._play(zip(st[order].tolist(), sk[order].tolist(), sw[order].tolist(),
                            *(np.concatenate([x[i:j], none])[order].tolist() for x in args)))
             i = j
@@ -734,29 +804,30 @@ class _Run:
                 visits.append((start + (slot - 1) * step - early[p], b))
         return visits
 
-    def _play(self, steps: Iterable[tuple[int, int, int, Any, Any, Any, Any]]) -> None:
-        """Per-call steps in order; each skipped when it no longer applies (e.g. nothing left to cancel)."""
-        w, e, core = self.w, self.e, self.core
-        pn, an = self.patient_names, self.account_names
+    def _play(self, steps: Iterable[tuple[int, int, int, int, int, int, int, int, int, int]]) -> None:
+        """Per-call steps in order, on dense ids; each skipped when it no longer applies
+        (e.g. nothing left to cancel).  A retry or join carries (account, patient, session,
+        channel, waitlist deadline), other steps -1 there; a cancellation carries the identity
+        whose bot tries to take the freed slot (or -1) and how many ms later."""
+        w, core = self.w, self.core
         g, row_booking = self.g, self.rows
         L = self._lists
         acct, rush_patient, rush_session = L["acct"], L["rp"], L["rs"]
-        genuine_row, buyer_of_row, session_start = L["gr"], L["buyer"], L["start"]
-        names = w.session_names
-        info, core_check_in = core.booking_info, core.check_in
-        cancel, book = e.cancel, e.book
-        waitlist = self.s.waitlist
+        buyer_of_row, sid = L["buyer"], L["sid"]
+        info, check_in, cancel, book, join = (core.booking_info, core.check_in, core.cancel,
+                                              core.book, core.join_waitlist)
+        waitlist, klass_of = self.s.waitlist, self._klass_of
+        app = int(self.chan[0])
         gap = w.scenario.handoff_gap_ms
-        BOOKED, CANCELLED, WAITLISTED = Status.BOOKED, Status.CANCELLED, Status.WAITLISTED
-        core_join = core.join_waitlist
-        sid, chan_id, klass_of = L["sid"], self._chan_id, self._klass_of
+        BOOKED, CANCELLED, WAITLISTED, QUEUED = (Status.BOOKED, Status.CANCELLED, Status.WAITLISTED,
+                                                 Status.QUEUED)
         nreq = 0  # book requests sent
-        for t, kind, who, acc, pname, sname, ch in steps:
+        for t, kind, who, a, p, s, ch, deadline, bot, bot_ms in steps:
             if kind == _RETRY:  # the bulk of the steps: most are skipped
                 if g[who] >= 0 or waitlist:  # with a waitlist, losers wait there instead
                     continue
                 now = core.now
-                r = book(acc, pname, sname, ch, now=t if t >= now else now)
+                r = book(a, p, s, ch, t if t >= now else now, False)
                 nreq += 1
                 if r.status == BOOKED:
                     g[who] = r.booking
@@ -765,40 +836,44 @@ class _Run:
             if t < now:
                 t = now
             if kind == _CHECK_IN:
-                core_check_in(who, t)
+                check_in(who, t)
             elif kind == _CANCEL:
                 b = g[who]
                 if b >= 0 and info(b)[6] == _LIVE:
-                    cancel(b, account=an[acct[who]], now=t)
+                    cancel(b, acct[who], t)
                     g[who] = -1
                     self._collect()
+                    if bot >= 0:  # a bot polling the session sees the slot come free
+                        r = book(acct[bot], bot, info(b)[0], app, t + bot_ms, False)
+                        nreq += 1
+                        if r.status == BOOKED:
+                            self.sniped += 1
+                        elif r.status == QUEUED:  # e.g. a flagged account: served later, or not
+                            self.snipe_tickets.add(r.ticket)
             elif kind == _HANDOFF:
                 b = row_booking[who]
                 if b < 0 or info(b)[6] != _LIVE:
                     continue
-                p = rush_patient[who]
-                r = cancel(b, account=an[acct[p]], now=t)
+                r = cancel(b, acct[rush_patient[who]], t)
                 if r.status != CANCELLED:
                     continue
                 row_booking[who] = -1
                 self._collect()
                 buyer = buyer_of_row[who]
-                r = book(an[acct[buyer]], pn[buyer], names[rush_session[who]], "app", now=t + gap)
+                r = book(acct[buyer], buyer, sid[rush_session[who]], app, t + gap, False)
                 nreq += 1
                 if r.status == BOOKED:
                     g[buyer] = r.booking
             elif kind == _JOIN and waitlist and g[who] < 0:
-                s = rush_session[genuine_row[who]]
-                deadline = session_start[s] - HOUR
-                if deadline > t:  # Engine.join_waitlist's checks hold: straight to the core (no journal)
-                    r = core_join(acct[who], who, [sid[s]], chan_id[ch], klass_of[ch], deadline, t)
-                else:
-                    r = e.join_waitlist(acc, pname, [sname], deadline=deadline, channel=ch, now=t)
+                if deadline <= t:  # too late to wait for this session (never, with the presets)
+                    continue
+                r = join(a, p, [s], ch, klass_of[ch], deadline, t)
                 if r.status == WAITLISTED:
                     self.joined[who] = True
-                    self.requests_joined.append(int(r.request))
+                    self.requests_joined.append(r.request)
+                    self.joined_at.append(t)
                 elif r.status == Status.REJECTED and r.reason == Reason.SLOTS_LEFT:  # a slot is free: book it
-                    r = book(acc, pname, sname, ch, now=t)
+                    r = book(a, p, s, ch, t, False)
                     nreq += 1
                     if r.status == BOOKED:
                         g[who] = r.booking
@@ -830,8 +905,19 @@ class _Run:
             row = int(w.genuine_row[p])
             c = ch_index.get(int(bch[b]), int(w.rush_channel[row]))
             waits.append(int(bt[b]) - int(w.release[int(bs[b]), c]))
-        wl = [core.waitlist_info(r) for r in self.requests_joined]
-        filled = [x for x in wl if x[4] == int(RequestState.FILLED)]
+        fill_at = self.filled_at  # every joined request that was filled, from the events
+        wl_waits = [fill_at[r] - t for r, t in zip(self.requests_joined, self.joined_at) if r in fill_at]
+        # slots taken over time: each expert booking's creation, from its channel's release
+        is_exp = w.session_tier[bs] == 0 if n_b else np.zeros(0, bool)
+        lut = np.zeros(int(self.chan.max()) + 1 if len(self.chan) else 1, dtype=np.int64)
+        lut[self.chan] = np.arange(len(self.chan))
+        taken_ms = bt[is_exp] - w.release[bs[is_exp], lut[bch[is_exp]]]
+        order = np.argsort(taken_ms, kind="stable")
+        timeline = Timeline(
+            expert_slots=int(w.session_capacity[w.session_tier == 0].sum()),
+            taken_ms=taken_ms[order], taken_by_scalper=(kind[is_exp] != GENUINE)[order],
+            genuine_wait_ms=np.sort(np.array(waits, dtype=np.int64)),
+            waitlist_wait_ms=np.sort(np.array(wl_waits, dtype=np.int64)))
         log = core.flag_log()
         flagged = {key for at, k, key, reason, until in log if k == 0 and reason > 0}
         fl = np.array(sorted(flagged), dtype=np.int64)
@@ -844,51 +930,81 @@ class _Run:
             genuine_patients=G,
             genuine_success_rate=len(first) / G if G else 0.0,
             genuine_median_ms=float(np.median(waits)) if waits else None,
-            waitlist_joined=len(wl),
-            waitlist_fill_rate=len(filled) / len(wl) if wl else None,
-            waitlist_median_ms=float(np.median([x[8] - x[6] for x in filled])) if filled else None,
+            waitlist_joined=len(self.requests_joined),
+            waitlist_fill_rate=len(wl_waits) / len(self.requests_joined) if self.requests_joined else None,
+            waitlist_median_ms=float(np.median(wl_waits)) if wl_waits else None,
             utilization=float((bst == _ARRIVED).sum()) / float(w.session_capacity.sum()),
             no_shows=int((bst == _NO_SHOW).sum()),
             handoffs=int((kind == BUYER).sum()),
+            sniped=self.sniped,
             genuine_accounts=int((w.account_kind == GENUINE).sum()),
             flagged_genuine=int((akind == GENUINE).sum()),
             scalper_accounts=int((w.account_kind == SCALPER).sum()),
             flagged_scalper=int((akind == SCALPER).sum()),
             engine_seconds=total_s,
             requests_per_second=w.requests / rush_s if rush_s > 0 else 0.0,
+            timeline=timeline,
         )
 
 
-def run(world: World, policy: str | PolicySetup = "lottery", *,
-        check_invariants: bool = False) -> Metrics:
+def run(world: World, policy: str | PolicySetup = "lottery", *, check_invariants: bool = False,
+        progress: Callable[[str], None] | None = None, backend: str = "core") -> Metrics:
     """Replay ``world`` through a fresh Engine under one policy and measure it.
 
     ``policy`` is a POLICIES name or a PolicySetup of your own.  With
     ``check_invariants`` the engine checks its own invariants at the end (slow).
+    ``progress``, if given, is called with the name of each phase as it starts:
+    ``"setup"``, ``"rush"``, ``"day 1/N"`` ... ``"day N/N"``, ``"metrics"``
+    (``run_phases(world)`` of them in all).  ``backend="reference"`` runs the
+    plain model instead of the compiled core (slow: for small worlds).
     """
     if not isinstance(world, World):
         raise InvalidType(f"world must be a World (see generate()), not {type(world).__name__}")
     setup = _setup(policy)
+    if progress is not None and not callable(progress):
+        raise InvalidType(f"progress must be callable, not {type(progress).__name__}")
+    tick = progress or (lambda phase: None)
     clock = time.perf_counter()
-    r = _Run(world, setup)
+    tick("setup")
+    r = _Run(world, setup, backend)
+    tick("rush")
     rush_s = r.rush()
-    r.replay()
+    r.replay(tick)
     if check_invariants:
         r.e._check_invariants()
     total = time.perf_counter() - clock
+    tick("metrics")
     return r.metrics(rush_s, total)
 
 
-def compare(scenario: Scenario | str, policies: list[str] | None = None) -> dict[str, Metrics]:
-    """Run every policy (default: all of POLICIES, in order) on one generated world."""
+def run_phases(world: World) -> int:
+    """How many times ``run(world, ..., progress=f)`` calls ``f``."""
+    return 3 + len(_clinic_days(world))
+
+
+def _clinic_days(world: World) -> list[int]:
+    """The clinic days of ``world``'s sessions, as day numbers from ``world.day0``."""
+    return sorted({(t - world.day0) // DAY for t in world.session_start.tolist()})
+
+
+def compare(scenario: Scenario | str,
+            policies: Iterable[str | PolicySetup] | None = None) -> dict[str, Metrics]:
+    """Run every policy (default: all of POLICIES, in order) on one generated world.
+
+    ``policies`` names POLICIES entries or gives PolicySetups of your own; the
+    result is keyed by policy name, so the names must differ.
+    """
     if isinstance(scenario, str):
         if scenario not in PRESETS:
             raise InvalidArgument(f"unknown preset {scenario!r} (one of {sorted(PRESETS)})")
         scenario = PRESETS[scenario]
     if not isinstance(scenario, Scenario):
         raise InvalidType(f"scenario must be a Scenario or a preset name, not {type(scenario).__name__}")
-    names = list(POLICIES) if policies is None else list(policies)
-    for n in names:
-        _setup(n)
+    if isinstance(policies, (str, PolicySetup)):
+        raise InvalidType("policies must be a list of policies, not one")
+    setups = [_setup(n) for n in (POLICIES if policies is None else policies)]
+    names = [s.name for s in setups]
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"policy names repeat: {names}")
     world = generate(scenario)
-    return {n: run(world, n) for n in names}
+    return {s.name: run(world, s) for s in setups}
