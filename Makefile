@@ -1,5 +1,5 @@
 # make demo  — set up .venv, build the core, run the policy comparison (report in
-#              build/report) and the demos
+#              build/report), the demos, a host embedding and the web service example
 # make test  — set up .venv, build the core, run the whole test suite
 # make bench — run the benchmarks (never part of make test)
 PYTHON ?= python3
@@ -25,7 +25,8 @@ build: $(STAMP)
 demo: build
 	$(PY) -m slotengine simulate --preset small --out build/report
 	$(PY) examples/rush_demo.py && $(PY) examples/fair_release.py && $(PY) examples/waitlist_demo.py \
-		&& $(PY) examples/credit_demo.py && $(PY) examples/durable_demo.py
+		&& $(PY) examples/credit_demo.py && $(PY) examples/durable_demo.py \
+		&& $(PY) examples/host_embedding.py && $(PY) examples/service/client_demo.py
 
 test: build
 	$(PY) -m pytest -q
