@@ -32,11 +32,11 @@ FCFS = se.Policy(prequeue_minutes=0, cohort_seconds=0, early_flag=(0, 1), cancel
                  patients_flag=(0, 30), rebook_seconds=0)
 
 
-def _examples(strategy: st.SearchStrategy[Any], n: int = 15) -> list[Any]:
-    """The first ``n`` examples a seeded test sees: no shrinking, no database."""
+def _examples(strategy: st.SearchStrategy[Any], n: int = 15, at: int = 20261124) -> list[Any]:
+    """The first ``n`` examples a test seeded with ``at`` sees: no shrinking, no database."""
     seen: list[Any] = []
 
-    @seed(20261124)
+    @seed(at)
     @settings(max_examples=n, database=None, deadline=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
@@ -239,17 +239,23 @@ def test_build_engine_adds_the_sessions_only() -> None:
 def test_rushes_reach_the_interesting_paths() -> None:
     # Across a few seeded scenarios: served and failed cohort tickets, sold-out
     # sessions, successful cancellations, holds.
+    # Hypothesis' generation can vary with its version and with timing, so look at up to
+    # four seeded batches and stop once every path was reached.
+    wanted = {se.EventKind.COHORT_DRAWN, se.EventKind.TICKET_SERVED, se.EventKind.TICKET_FAILED,
+              (se.Status.CANCELLED, se.Reason.NONE), (se.Status.HELD, se.Reason.NONE),
+              (se.Status.BOOKED, se.Reason.NONE), (se.Status.REJECTED, se.Reason.FULL),
+              (se.Status.REJECTED, se.Reason.DUPLICATE_SESSION)}
     seen: set[Any] = set()
-    for scenario in _examples(sst.rush_scenarios(policy=sst.policies(require_cover=False)), 60):
-        events: list[se.Event] = []
-        _, results = sst.run_rush(scenario, events=events)
-        seen |= {(r.status, r.reason) for _, r in results if r is not None}
-        seen |= {e.kind for e in events}
-    for want in [se.EventKind.COHORT_DRAWN, se.EventKind.TICKET_SERVED, se.EventKind.TICKET_FAILED,
-                 (se.Status.CANCELLED, se.Reason.NONE), (se.Status.HELD, se.Reason.NONE),
-                 (se.Status.BOOKED, se.Reason.NONE), (se.Status.REJECTED, se.Reason.FULL),
-                 (se.Status.REJECTED, se.Reason.DUPLICATE_SESSION)]:
-        assert want in seen, want
+    strategy = sst.rush_scenarios(policy=sst.policies(require_cover=False))
+    for at in (20261124, 1, 2, 3):
+        for scenario in _examples(strategy, 60, at):
+            events: list[se.Event] = []
+            _, results = sst.run_rush(scenario, events=events)
+            seen |= {(r.status, r.reason) for _, r in results if r is not None}
+            seen |= {e.kind for e in events}
+        if wanted <= seen:
+            break
+    assert wanted <= seen, wanted - seen
 
 
 # -- the example and the optional import ---------------------------------------------------
