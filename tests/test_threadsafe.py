@@ -725,6 +725,36 @@ def test_no_commit_unless_fsync(durability: str) -> None:
     assert journal.defer_sync is False and journal.commits == 0
 
 
+def test_call_runs_host_code_atomically_and_commits() -> None:
+    journal = FakeJournal()
+    engine = FakeDurableEngine(journal)
+    locked = LockedEngine(engine)  # type: ignore[arg-type]
+    journal.lock = locked.lock
+
+    def two_bookings(e: Any, who: str, *, times: int) -> list[int]:
+        assert e is engine and locked.lock._is_owned()  # type: ignore[attr-defined]
+        return [e.book(who) for _ in range(times)]
+
+    assert locked.call(two_bookings, "A", times=2) == [1, 2]
+    assert journal.synced == 2 and journal.commits == 1 and journal.under_lock == 0
+    with pytest.raises(ZeroDivisionError):  # fn's error is the caller's; nothing to commit
+        locked.call(lambda e: 1 / 0)
+    assert journal.commits == 1
+
+
+def test_sessions_lists_ids_in_order_behind_every_facade() -> None:
+    e = se.Engine(seed=1)
+    assert e.sessions() == []
+    for name in ("S2", "S1", "心内科-AM"):
+        e.add_session(name, hospital="H", department="D", doctor="Dr", starts_at=T1 + 30 * se.DAY,
+                      capacity=2, fee=0, release={"app": T1}, now=T1)
+    assert e.sessions() == ["S2", "S1", "心内科-AM"] == LockedEngine(e).sessions()
+    assert list(e.session_ids(e.sessions())) == [0, 1, 2]
+    out = e.sessions()
+    out.clear()  # a copy: the engine's list is not the caller's
+    assert len(e.sessions()) == 3
+
+
 def test_failed_commit_is_the_callers_error() -> None:
     journal = FakeJournal()
     journal.fail = JournalError("msync failed")

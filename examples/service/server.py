@@ -294,9 +294,6 @@ class App:
     def __init__(self, locked: se.LockedEngine) -> None:
         self.locked = locked
         self.codec = Codec(locked.policy)
-        # The engine lists no sessions; read their ids once (the directory may
-        # hold some already), then keep the list as sessions are added.
-        self.sessions: list[str] = list(locked.dump()["names"]["sessions"])
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_LOG)
         self.event_seq = 0
         self._events_lock = threading.RLock()
@@ -393,7 +390,7 @@ class App:
     def health(self, params: list[str], q: dict[str, list[str]], body: Body) -> Reply:
         lk = self.locked
         return Reply(200, {"ok": True, "durability": lk.durability, "now": self.codec.iso(lk.now),
-                           "journal_seq": lk.journal_seq, "sessions": len(self.sessions)})
+                           "journal_seq": lk.journal_seq, "sessions": len(lk.sessions())})
 
     @route("GET", "/state-hash")
     def state_hash(self, params: list[str], q: dict[str, list[str]], body: Body) -> Reply:
@@ -408,7 +405,7 @@ class App:
     @route("GET", "/sessions")
     def list_sessions(self, params: list[str], q: dict[str, list[str]], body: Body) -> Reply:
         with self.locked.lock:
-            return Reply(200, {"sessions": [self._session(s) for s in list(self.sessions)]})
+            return Reply(200, {"sessions": [self._session(s) for s in self.locked.sessions()]})
 
     def _session(self, name: str) -> dict[str, Any]:
         lk = self.locked
@@ -437,10 +434,8 @@ class App:
             kw["release"] = {ch: self.codec.time(t, f"release[{ch!r}]") for ch, t in release.items()}
         now = self._at(body)
         body.done()
-        with self.locked.lock:  # the list follows the engine exactly
-            self._command(lambda t: self.locked.add_session(name, now=t, **kw), now)
-            self.sessions.append(name)
-            return Reply(201, self._session(name))
+        self._command(lambda t: self.locked.add_session(name, now=t, **kw), now)
+        return Reply(201, self._session(name))
 
     @route("POST", "/sessions/{}/suspend")
     def suspend(self, params: list[str], q: dict[str, list[str]], body: Body) -> Reply:
@@ -700,35 +695,23 @@ def fhir_import(self: App, params: list[str], q: dict[str, list[str]], body: Bod
     if "now" in q:
         text = q["now"][-1]
         now = self.codec.time(int(text) if re.fullmatch(r"[0-9]{1,19}", text) else text, "now")
-    fhir, engine, lk = _fhir(), self.locked.engine, self.locked
+    fhir, lk = _fhir(), self.locked
 
     def run(t: int) -> Any:
-        with lk.lock:
-            try:
-                return fhir.import_bundle(engine, bundle, now=t)
-            except fhir.FHIRError as exc:
-                raise HTTPError(400, "FHIRError", str(exc), extra={
-                    "resource": getattr(exc, "resource", None),
-                    "field": getattr(exc, "field", None)}) from None
-            finally:  # the session list follows the engine, even after a partial import
-                known = set(self.sessions)
-                self.sessions.extend(s for s in lk.dump()["names"]["sessions"] if s not in known)
+        try:  # under the lock, and synced before the reply like any command
+            return lk.call(fhir.import_bundle, bundle, now=t)
+        except fhir.FHIRError as exc:
+            raise HTTPError(400, "FHIRError", str(exc), extra={
+                "resource": getattr(exc, "resource", None),
+                "field": getattr(exc, "field", None)}) from None
 
     added = self._command(run, now)
-    _sync(lk)
     return Reply(201, {"added": list(added)})
 
 
 for _name, _fn in (("fhir_schedule", fhir_schedule), ("fhir_appointments", fhir_appointments),
                    ("fhir_export", fhir_export), ("fhir_import", fhir_import)):
     setattr(App, _name, _fn)
-
-
-def _sync(locked: se.LockedEngine) -> None:
-    """Make every journal record so far durable per the mode (after a direct engine call)."""
-    journal = getattr(locked.engine, "_journal", None)
-    if journal is not None and locked.durability == "fsync":
-        journal.commit()
 
 
 # -- HTTP -------------------------------------------------------------------------------
@@ -868,7 +851,7 @@ def make_server(directory: str | Path, host: str = "127.0.0.1", port: int = 0, *
     locked = se.LockedEngine(se.Engine.open(directory, policy, seed, durability=durability,
                                             segment_bytes=segment_bytes))
     try:
-        if demo_sessions and not locked.dump()["names"]["sessions"]:
+        if demo_sessions and not locked.sessions():
             _add_demo_sessions(locked)
         return SlotService(locked, host, port, tick=tick, quiet=quiet)
     except BaseException:
@@ -930,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"listening on http://{args.host}:{server.port} "
-          f"(durability {server.locked.durability}, {len(server.app.sessions)} sessions)",
+          f"(durability {server.locked.durability}, {len(server.locked.sessions())} sessions)",
           flush=True)
     try:
         server.serve_forever(poll_interval=0.1)

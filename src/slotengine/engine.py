@@ -677,6 +677,10 @@ class Engine:
             self._add_names(table, new)
         return np.fromiter(map(ids.__getitem__, checked), dtype=np.int32, count=len(checked))
 
+    def sessions(self) -> list[str]:
+        """Every session id, in the order the sessions were added (their dense ids)."""
+        return list(self._sessions.names)
+
     def session_ids(self, names: Iterable[str]) -> np.ndarray:
         """Dense int ids of existing sessions."""
         return np.array([self._session(x) for x in _iter_names(names, "session")], dtype=np.int32)

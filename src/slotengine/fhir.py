@@ -223,7 +223,7 @@ class _Export:
             raise InvalidType(f"engine must be a slotengine.Engine, not {type(engine).__name__}")
         self.e = engine
         self.dump = engine.dump()
-        names: list[str] = self.dump["names"]["sessions"]
+        names = engine.sessions()
         if sessions is None:
             picked = set(names)
         else:

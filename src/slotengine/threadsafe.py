@@ -51,7 +51,7 @@ __all__ = ["LockedEngine", "AsyncEngine", "EngineClosed"]
 ENGINE_NO_COMMIT = frozenset({
     "session_counts", "session", "booking", "live_bookings", "patient_banned_until",
     "explain", "risk", "flag_log", "ticket", "position", "waitlist", "session_waitlist",
-    "session_ids", "channel_ids", "dump", "state_hash", "_check_invariants",
+    "session_ids", "channel_ids", "sessions", "dump", "state_hash", "_check_invariants",
     "memory_usage", "close",
 })
 CREDIT_NO_COMMIT = frozenset({
@@ -250,6 +250,20 @@ class LockedEngine(_Locked, _EngineAPI):
     def open(cls, *args: Any, **kwargs: Any) -> LockedEngine:
         """``LockedEngine(Engine.open(...))``: a durable engine behind the lock."""
         return cls(Engine.open(*args, **kwargs))
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(engine, *args, **kwargs)`` as one atomic step, durable on return like a command.
+
+        For host code that works on the Engine itself (e.g.
+        ``locked.call(fhir.import_bundle, bundle, now=t)``): nobody else's
+        call runs in between, and an fsync engine's records are synced
+        (group commit) before this returns, whatever ``fn`` did.
+        """
+        with self.lock:
+            result = fn(self.engine, *args, **kwargs)
+        if self._group is not None:
+            self._group.commit()
+        return result
 
     def __enter__(self) -> LockedEngine:
         return self
