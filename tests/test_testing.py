@@ -195,7 +195,7 @@ def test_run_rush_keeps_the_invariants(scenario: sst.Scenario) -> None:
     events: list[se.Event] = []
     engine, results = sst.run_rush(scenario, events=events)
     sst.check_rush(engine, results)
-    assert len(results) == len(scenario.arrivals) + len(scenario.cancellations)
+    assert len(results) == len(list(scenario.steps()))
     assert [step.now for step, _ in results] == sorted(step.now for step, _ in results)
     live = [(b.session, b.slot) for b in sst.all_bookings(engine) if b.state in sst.LIVE]
     assert len(live) == len(set(live))  # no slot double-booked
@@ -206,10 +206,11 @@ def test_run_rush_keeps_the_invariants(scenario: sst.Scenario) -> None:
         if isinstance(step, sst.Cancellation) and r is not None:
             assert r.status in (se.Status.CANCELLED, se.Status.REJECTED)
     assert engine.now >= scenario.end
-    for _, r in results:  # by the end every queued request was served or failed
-        if r is not None and r.status == se.Status.QUEUED:
+    for step, r in results:  # by the end every queued request was served or failed
+        if isinstance(step, sst.Arrival) and r is not None and r.status == se.Status.QUEUED:
             assert engine.ticket(r.ticket).state != se.TicketState.QUEUED
-    assert len(events) >= sum(1 for _, r in results if r is not None and r.status == se.Status.QUEUED)
+    assert len(events) >= sum(1 for step, r in results
+                              if isinstance(step, sst.Arrival) and r.status == se.Status.QUEUED)
 
 
 @given(sst.rush_scenarios(policy=FCFS, max_arrivals=20))
@@ -218,9 +219,11 @@ def test_run_rush_is_deterministic_and_backend_independent(scenario: sst.Scenari
     b, rb = sst.run_rush(scenario)
     ref, rr = sst.run_rush(scenario, backend="reference")
     assert a.state_hash() == b.state_hash() == ref.state_hash()
-    tuples = [[None if r is None else r.as_tuple() for _, r in rs] for rs in (ra, rb, rr)]
+    tuples = [[r if r is None or isinstance(r, int) else r.as_tuple() for _, r in rs]
+              for rs in (ra, rb, rr)]  # a suspension's result is a count
     assert tuples[0] == tuples[1] == tuples[2]
-    assert all(r is None or r.status != se.Status.QUEUED for _, r in ra)  # FCFS: no cohorts
+    assert all(isinstance(s, sst.Suspension) or r is None or r.status != se.Status.QUEUED
+               for s, r in ra)  # FCFS: no cohorts
 
 
 def test_build_engine_adds_the_sessions_only() -> None:
@@ -231,7 +234,8 @@ def test_build_engine_adds_the_sessions_only() -> None:
     for spec in scenario.sessions:
         assert engine.session(spec["session"]).capacity == spec["capacity"]
     steps = list(scenario.steps())
-    assert len(steps) == len(scenario.arrivals) + len(scenario.cancellations)
+    assert len(steps) == (len(scenario.arrivals) + len(scenario.cancellations) + len(scenario.joins)
+                          + len(scenario.suspensions))
     for c in scenario.cancellations:
         assert c.now > scenario.arrivals[c.arrival].now
 
@@ -244,18 +248,37 @@ def test_rushes_reach_the_interesting_paths() -> None:
     wanted = {se.EventKind.COHORT_DRAWN, se.EventKind.TICKET_SERVED, se.EventKind.TICKET_FAILED,
               (se.Status.CANCELLED, se.Reason.NONE), (se.Status.HELD, se.Reason.NONE),
               (se.Status.BOOKED, se.Reason.NONE), (se.Status.REJECTED, se.Reason.FULL),
-              (se.Status.REJECTED, se.Reason.DUPLICATE_SESSION)}
+              (se.Status.REJECTED, se.Reason.DUPLICATE_SESSION),
+              (se.Status.WAITLISTED, se.Reason.NONE), se.EventKind.WAITLIST_FILLED,
+              se.EventKind.SESSION_SUSPENDED}
     seen: set[Any] = set()
     strategy = sst.rush_scenarios(policy=sst.policies(require_cover=False))
     for at in (20261124, 1, 2, 3):
         for scenario in _examples(strategy, 60, at):
             events: list[se.Event] = []
             _, results = sst.run_rush(scenario, events=events)
-            seen |= {(r.status, r.reason) for _, r in results if r is not None}
+            seen |= {(r.status, r.reason) for step, r in results
+                     if r is not None and not isinstance(step, sst.Suspension)}
             seen |= {e.kind for e in events}
         if wanted <= seen:
             break
     assert wanted <= seen, wanted - seen
+
+
+def test_credit_scenarios_fund_most_patients_and_reach_no_cover() -> None:
+    seen: set[Any] = set()
+    for scenario in _examples(sst.rush_scenarios(policy=sst.policies(require_cover=True)), 40):
+        patients = {a.patient for a in scenario.arrivals}
+        funded = dict(scenario.funds)
+        assert set(funded) <= patients and all(fen > 0 for fen in funded.values())
+        engine, results = sst.run_rush(scenario)
+        sst.check_rush(engine, results)
+        for p in patients:  # holds stay on the card and nobody checks in: balances are as funded
+            assert engine.credit.statement(p).balance == funded.get(p, 0)
+        seen |= {(r.status, r.reason) for step, r in results
+                 if isinstance(step, sst.Arrival) and r is not None}
+    assert (se.Status.REJECTED, se.Reason.NO_COVER) in seen
+    assert {(se.Status.BOOKED, se.Reason.NONE), (se.Status.QUEUED, se.Reason.NONE)} & seen
 
 
 # -- the example and the optional import ---------------------------------------------------

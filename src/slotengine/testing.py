@@ -17,9 +17,11 @@ Strategies (all composable; pass a value to hold a part fixed):
   keyword dicts for ``Engine.add_session(**spec)``, quotas summing to capacity.
 * ``arrival_streams(specs, ...)``: time-ordered ``Arrival`` requests around a
   release; ``engine.book(**arrival._asdict())`` books one.
-* ``rush_scenarios(...)``: a whole ``Scenario``; ``build_engine(scenario)``
-  makes the Engine, ``run_rush(scenario)`` drives it, and
-  ``check_rush(engine, results)`` asserts the invariants every run must keep.
+* ``rush_scenarios(...)``: a whole ``Scenario`` (arrivals, cancellations,
+  waitlist joins, 停诊 suspensions, prepaid funding when the policy requires
+  cover); ``build_engine(scenario)`` makes the Engine, ``run_rush(scenario)``
+  drives it, and ``check_rush(engine, results)`` asserts the invariants
+  every run must keep.
 
 Usage::
 
@@ -56,7 +58,7 @@ from .engine import Engine, Event
 from .errors import UnknownBooking
 from .outcomes import BookingState, Status, Tier
 from .policy import Policy
-from .times import DAY, MINUTE, SECOND, to_ms
+from .times import DAY, HOUR, MINUTE, SECOND, to_ms
 
 __all__ = [
     "DEFAULT_START",
@@ -64,6 +66,8 @@ __all__ = [
     "Arrival",
     "Cancellation",
     "Scenario",
+    "Suspension",
+    "WaitlistJoin",
     "all_bookings",
     "arrival_streams",
     "build_engine",
@@ -262,6 +266,24 @@ class Cancellation(NamedTuple):
     now: int
 
 
+class WaitlistJoin(NamedTuple):
+    """A waitlist request (候补); ``engine.join_waitlist(**join._asdict())`` sends it."""
+
+    account: str
+    patient: str
+    sessions: tuple[str, ...]
+    deadline: int
+    channel: str | None
+    now: int
+
+
+class Suspension(NamedTuple):
+    """停诊: ``engine.suspend(session, now=now)``."""
+
+    session: str
+    now: int
+
+
 def _release_of(specs: Sequence[dict[str, Any]], policy: Policy) -> int:
     rel = [spec["release"].get(policy.public_channel) for spec in specs]
     known = [r for r in rel if r is not None]
@@ -317,32 +339,44 @@ def arrival_streams(draw: Any, specs: Sequence[dict[str, Any]], *, policy: Polic
 
 # -- scenarios --------------------------------------------------------------------------
 
+Step = Arrival | Cancellation | WaitlistJoin | Suspension
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A whole rush: the rules, the seed, the sessions and what happens to them."""
+    """A whole rush: the rules, the seed, the sessions and what happens to them.
+
+    ``funds`` are prepaid top-ups (patient, fen) made before the rush, so a
+    policy with ``require_cover`` books those patients.
+    """
 
     policy: Policy
     seed: int
     sessions: list[dict[str, Any]]
     arrivals: list[Arrival]
     cancellations: list[Cancellation] = field(default_factory=list)
+    joins: list[WaitlistJoin] = field(default_factory=list)
+    suspensions: list[Suspension] = field(default_factory=list)
+    funds: list[tuple[str, int]] = field(default_factory=list)
 
-    def steps(self) -> Iterator[Arrival | Cancellation]:
-        """Arrivals and cancellations merged by time (an arrival first on a tie)."""
+    def steps(self) -> Iterator[Step]:
+        """Every step merged by time; on a tie: arrivals, cancellations, joins, suspensions."""
         for _, step in self._indexed_steps():
             yield step
 
-    def _indexed_steps(self) -> list[tuple[int, Arrival | Cancellation]]:
+    def _indexed_steps(self) -> list[tuple[int, Step]]:
         """``(index in its list, step)`` in ``steps()`` order."""
-        keyed: list[tuple[int, int, int, Arrival | Cancellation]] = [
-            (a.now, 0, i, a) for i, a in enumerate(self.arrivals)]
-        keyed += [(c.now, 1, i, c) for i, c in enumerate(self.cancellations)]
+        keyed: list[tuple[int, int, int, Step]] = []
+        groups: tuple[Sequence[Step], ...] = (self.arrivals, self.cancellations, self.joins,
+                                               self.suspensions)
+        for kind, steps in enumerate(groups):
+            keyed += [(x.now, kind, i, x) for i, x in enumerate(steps)]
         return [(i, step) for _, _, i, step in sorted(keyed, key=lambda k: k[:3])]
 
     @property
     def end(self) -> int:
         """A time after every step and every cohort (when ``run_rush`` stops)."""
-        last = max([a.now for a in self.arrivals] + [c.now for c in self.cancellations] + [0])
+        last = max([x.now for _, x in self._indexed_steps()] + [0])
         return last + self.policy.cohort_seconds * SECOND + 30 * MINUTE
 
 
@@ -350,26 +384,53 @@ class Scenario:
 def rush_scenarios(draw: Any, *, policy: Policy | SearchStrategy[Policy] | None = None,
                    min_sessions: int = 1, max_sessions: int = 3, max_capacity: int = 10,
                    max_arrivals: int = 40, max_accounts: int = 6, max_patients: int = 10,
-                   cancellations: bool = True) -> Scenario:
-    """A release rush: policy, seed, sessions, arrivals and (optionally) cancellations.
+                   cancellations: bool = True, waitlist: bool = True,
+                   suspensions: bool = True) -> Scenario:
+    """A release rush: policy, seed, sessions, arrivals and (optionally) what follows.
 
     ``policy`` is a Policy, a strategy of them, or None for ``policies()``.
     Capacities are small (``max_capacity``) so that rushes sell out.
     Cancellations pick an earlier arrival and cancel whatever it got, a
-    little (seconds to an hour) after it arrived.
+    little (seconds to an hour) after it arrived.  Waitlist joins come from
+    an earlier arrival's patient and account, for its session and maybe one
+    more, a little after it (so a freed slot can fill them); a suspension
+    stops one session some time into the rush.  With ``require_cover`` most
+    patients are funded (``Scenario.funds``), some not, so NO_COVER happens.
     """
     pol = draw(policies() if policy is None else _maybe(policy))
     specs = draw(session_specs(min_size=min_sessions, max_size=max_sessions, policy=pol,
                                max_capacity=max_capacity))
     arrivals = draw(arrival_streams(specs, policy=pol, max_size=max_arrivals,
                                     max_accounts=max_accounts, max_patients=max_patients))
+    later = st.sampled_from([SECOND, 30 * SECOND, 2 * MINUTE, 60 * MINUTE])
     cancels: list[Cancellation] = []
     if cancellations:
         for _ in range(draw(st.integers(0, max(0, len(arrivals) // 4)))):
             i = draw(st.integers(0, len(arrivals) - 1))
-            later = draw(st.sampled_from([SECOND, 30 * SECOND, 2 * MINUTE, 60 * MINUTE]))
-            cancels.append(Cancellation(i, arrivals[i].now + later))
-    return Scenario(pol, draw(st.integers(0, 2**63 - 1)), specs, arrivals, cancels)
+            cancels.append(Cancellation(i, arrivals[i].now + draw(later)))
+    joins: list[WaitlistJoin] = []
+    if waitlist:
+        names = [spec["session"] for spec in specs]
+        for _ in range(draw(st.integers(0, max(0, len(arrivals) // 4)))):
+            a = arrivals[draw(st.integers(0, len(arrivals) - 1))]
+            more = [x for x in names if x != a.session][:pol.waitlist_candidates - 1]
+            extra = draw(st.lists(st.sampled_from(more), max_size=1, unique=True)) if more else []
+            now = a.now + draw(later)
+            joins.append(WaitlistJoin(a.account, a.patient, (a.session, *extra),
+                                      now + draw(st.sampled_from([MINUTE, HOUR, DAY])), a.channel, now))
+    halts: list[Suspension] = []
+    if suspensions and draw(st.integers(0, 3)) == 0:
+        a = arrivals[draw(st.integers(0, len(arrivals) - 1))]
+        halts.append(Suspension(draw(st.sampled_from([spec["session"] for spec in specs])),
+                                a.now + draw(later)))
+    funds: list[tuple[str, int]] = []
+    if pol.require_cover:
+        top = 2 * max(spec["fee"] for spec in specs) + 1
+        for p in sorted({a.patient for a in arrivals}):
+            if draw(st.integers(0, 4)):  # one in five left unfunded
+                funds.append((p, draw(st.integers(1, top))))
+    return Scenario(pol, draw(st.integers(0, 2**63 - 1)), specs, arrivals, cancels, joins, halts,
+                    funds)
 
 
 def build_engine(scenario: Scenario, *, backend: str = "core") -> Engine:
@@ -377,6 +438,8 @@ def build_engine(scenario: Scenario, *, backend: str = "core") -> Engine:
     engine = Engine(policy=scenario.policy, seed=scenario.seed, backend=backend)
     for spec in scenario.sessions:
         engine.add_session(**spec)
+    for patient, fen in scenario.funds:
+        engine.credit.top_up(patient, fen, now=engine.now)
     return engine
 
 
@@ -393,31 +456,39 @@ def _booking_of(engine: Engine, result: Any) -> int | None:
 
 
 def run_rush(scenario: Scenario, *, backend: str = "core", events: list[Event] | None = None
-             ) -> tuple[Engine, list[tuple[Arrival | Cancellation, Any]]]:
+             ) -> tuple[Engine, list[tuple[Step, Any]]]:
     """Drive a fresh Engine through the scenario; return it and ``(step, result)`` pairs.
 
-    Steps run in time order (``Scenario.steps``).  A cancellation first
-    advances the clock to its time (so a queued arrival's cohort is served),
-    then cancels the arrival's booking by the arrival's account; its result
-    is None when the arrival got no booking.  Finally the engine advances to
-    ``scenario.end`` so that every cohort is drawn.  Events are appended to
-    ``events`` when a list is given.
+    Steps run in time order (``Scenario.steps``).  Every step but an arrival
+    first advances the clock to its time (so queued cohorts are served).  A
+    cancellation cancels its arrival's booking by the arrival's account (its
+    result is None when the arrival got no booking); a join's result is
+    ``join_waitlist``'s, a suspension's ``suspend``'s count.  Finally the engine
+    advances to ``scenario.end`` so that every cohort is drawn.  Events are
+    appended to ``events`` when a list is given.
     """
     engine = build_engine(scenario, backend=backend)
     sink: list[Event] = events if events is not None else []
     got: dict[int, Any] = {}  # arrival index -> its result
-    results: list[tuple[Arrival | Cancellation, Any]] = []
+    results: list[tuple[Step, Any]] = []
     for i, step in scenario._indexed_steps():
         if isinstance(step, Arrival):
             r = engine.book(**step._asdict())
             got[i] = r
             results.append((step, r))
-        else:
-            sink.extend(engine.advance(step.now))
+            continue
+        sink.extend(engine.advance(max(step.now, engine.now)))
+        if isinstance(step, Cancellation):
             b = _booking_of(engine, got.get(step.arrival))
             acct = scenario.arrivals[step.arrival].account
             results.append((step, None if b is None else engine.cancel(b, account=acct,
                                                                         now=step.now)))
+        elif isinstance(step, WaitlistJoin):
+            results.append((step, engine.join_waitlist(
+                step.account, step.patient, list(step.sessions), deadline=step.deadline,
+                channel=step.channel, now=step.now)))
+        else:
+            results.append((step, engine.suspend(step.session, now=step.now)))
     sink.extend(engine.advance(max(scenario.end, engine.now)))
     return engine, results
 
@@ -442,7 +513,9 @@ def check_rush(engine: Engine, results: Sequence[tuple[Any, Any]] = ()) -> None:
     The engine's own invariants hold; no slot has two live bookings; no
     patient has two live bookings in one session; a live booking's slot is
     within its session's capacity; every BOOKED/HELD result names a booking
-    the engine has for that step's patient and session.
+    the engine has for that step's patient and session; a waitlist request
+    was filled at most once, with a booking of its patient in one of its
+    candidates; no balance is negative and the money ledger sums to zero.
     """
     engine._check_invariants()
     books = all_bookings(engine)
@@ -457,3 +530,15 @@ def check_rush(engine: Engine, results: Sequence[tuple[Any, Any]] = ()) -> None:
         if isinstance(step, Arrival) and r is not None and r.status in (Status.BOOKED, Status.HELD):
             info = books[r.booking]
             assert (info.patient, info.session, info.slot) == (step.patient, step.session, r.slot)
+    filled = [b.request for b in books if b.request is not None]
+    assert len(filled) == len(set(filled)), "a waitlist request was filled twice"
+    for step, r in results:
+        if isinstance(step, WaitlistJoin) and r is not None and r.status == Status.WAITLISTED:
+            w = engine.waitlist(r.request)
+            assert w.patient == step.patient and w.sessions == step.sessions
+            if w.booking is not None:
+                b = books[w.booking]
+                assert b.patient == w.patient and b.session in w.sessions and b.request == w.id
+    assert sum(engine.credit.totals().values()) == 0, "the money ledger does not balance"
+    for p in {b.patient for b in books}:
+        assert engine.credit.statement(p).balance >= 0
