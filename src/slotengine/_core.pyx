@@ -1127,9 +1127,15 @@ cdef class Core:
         self._tickets.push_back(tk)
         self._p_tq[p] = k
         self._n_queued += 1
+        # A cohort list starts at 64 entries, not 1 (a rush puts hundreds on
+        # each: 2 regrowths rather than 8; _cohort_close keeps at most 64).
         if where == W_FAIR:
+            if self._fair[sid].capacity() == 0:
+                self._fair[sid].reserve(64)
             self._fair[sid].push_back(k)
         elif where == W_SLOW:
+            if self._slow[sid].capacity() == 0:
+                self._slow[sid].reserve(64)
             self._slow[sid].push_back(k)
         elif where == W_QUEUE:
             self._enqueue(sid, k)
@@ -1430,10 +1436,10 @@ cdef class Core:
         cdef BookOut out
         cdef int code
         cdef Result r
-        # start the misses on every row the command reads (the patient, the
-        # account, its signal ring, the purse the credit stage reads last ...)
-        # at once, so that they overlap (book_many prefetches them rows ahead)
-        self._prefetch_row(a, p, sid)
+        if self._cover:
+            # the credit stage reads this line last: start its miss now, so that it
+            # overlaps the eligibility walks (book_many prefetches it rows ahead)
+            se_prefetch(&self._purses[p])
         out.slot = -1
         out.booking = -1
         out.ticket = -1
@@ -1502,9 +1508,6 @@ cdef class Core:
         cdef int code
         cdef int32_t sid
         cdef Result r
-        # A lookup first reads the str's cached hash: start the patient's miss
-        # while the account's lookup runs.
-        se_prefetch(<PyObject*>patient)
         try:
             a = self._acc_ids.get(account)
             p = self._pat_ids.get(patient)
@@ -1524,10 +1527,8 @@ cdef class Core:
         sid = <int32_t>s
         if self._jst:
             return j_book(self, <int32_t>a, <int32_t>p, sid, <int32_t>c, t, hold is True)
-        # One call touches a handful of random rows (patient, account, its
-        # signal ring, queued tickets ...): start all their misses at once, so
-        # that they overlap rather than come one after another.
-        self._prefetch_row(<int32_t>a, <int32_t>p, sid)
+        if self._cover:
+            se_prefetch(&self._purses[<int32_t>p])     # as in book
         out.slot = -1
         out.booking = -1
         out.ticket = -1
