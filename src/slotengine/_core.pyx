@@ -1279,7 +1279,12 @@ cdef class Core:
         if not code:
             code = self._eligible(a, p, sid, s, t)
         if not code:
-            code = self._allocate(a, p, sid, c, t, hold, &out)
+            # Most of a rush's cohort finds its session full: say so here (as
+            # _allocate would, first thing) without the call.
+            if bm_lowest(self._bm(s), bm_words(s.capacity)) < 0:
+                code = _code(ST_REJECTED, R_FULL)
+            else:
+                code = self._allocate(a, p, sid, c, t, hold, &out)
         self._unqueue_patient(k)
         tk = &self._tickets[k]
         tk.served_at = t
