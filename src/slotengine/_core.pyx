@@ -862,7 +862,6 @@ cdef class Core:
         cdef bint dd = False
         cdef int64_t cnt[8]
         cdef int64_t* cnts
-        cdef vector[int64_t] big_cnt
         if now < pt.banned_until:
             return _code(ST_REJECTED, R_PATIENT_BANNED)
         if pt.hist < 0:
@@ -887,14 +886,13 @@ cdef class Core:
         if dd:
             return _code(ST_REJECTED, R_DUPLICATE_DEPARTMENT_DAY)
         n_lim = <int32_t>self._lim_count.size()
-        if n_lim:
+        if n_lim > 8:
+            if self._limits_big(pt, now, n_lim):
+                return _code(ST_REJECTED, R_PATIENT_LIMIT)
+        elif n_lim:
             # One newest-first walk of the patient's history counts every row.
-            if n_lim <= 8:
-                cnts = cnt
-            else:
-                big_cnt.resize(n_lim)
-                cnts = big_cnt.data()
-            for k in range(n_lim):
+            cnts = cnt
+            for k in range(8):   # a fixed size: a few stores, not a memset call
                 cnts[k] = 0
             cutoff = now - self._lim_max_window
             b = pt.hist
@@ -911,6 +909,29 @@ cdef class Core:
                 if cnts[k] >= self._lim_count[k]:
                     return _code(ST_REJECTED, R_PATIENT_LIMIT)
         return self._eligible_tail(a, p, s, pt, now)
+
+    cdef bint _limits_big(self, const Patient* pt, int64_t now, int32_t n_lim) noexcept nogil:
+        """_eligible's patient-limit count for more than 8 limit rows (kept out of
+        _eligible, so that the common case carries no C++ vector): True when one is hit."""
+        cdef vector[int64_t] cnts
+        cdef int32_t b, k
+        cdef const Booking* bk
+        cdef int64_t cutoff = now - self._lim_max_window
+        cnts.resize(n_lim)
+        b = pt.hist
+        while b >= 0:
+            bk = &self._bookings[b]
+            if bk.created_at <= cutoff:
+                break
+            if bk.state <= B_NO_SHOW:   # HELD, BOOKED, ARRIVED, NO_SHOW
+                for k in range(n_lim):
+                    if bk.created_at > now - self._lim_window[k]:
+                        cnts[k] += 1
+            b = bk.p_prev
+        for k in range(n_lim):
+            if cnts[k] >= self._lim_count[k]:
+                return True
+        return False
 
     cdef inline int _eligible_tail(self, int32_t a, int32_t p, const Session* s,
                                    const Patient* pt, int64_t now) noexcept nogil:
