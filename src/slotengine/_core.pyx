@@ -2258,7 +2258,8 @@ cdef class Core:
         cdef Py_ssize_t ns = PyList_GET_SIZE(sessions), np_ = PyList_GET_SIZE(patients)
         cdef Py_ssize_t na = PyList_GET_SIZE(accounts)
         cdef const Event* e
-        cdef object out, ev, x
+        cdef object out, ev, x, at_obj = None
+        cdef int64_t last_at = -1
         if not issubclass(event_type, tuple) or event_type.__dictoffset__ != 0:
             raise InvalidType("event_type must be a tuple subclass without a __dict__")
         if self._jst == J_FAILED:
@@ -2291,9 +2292,11 @@ cdef class Core:
             x = <object>PyList_GET_ITEM(kinds, e.kind)
             Py_INCREF(x)
             PyTuple_SET_ITEM(ev, 0, x)
-            x = e.at
-            Py_INCREF(x)
-            PyTuple_SET_ITEM(ev, 1, x)
+            if e.at != last_at or at_obj is None:   # a rush's events share a few times
+                at_obj = e.at
+                last_at = e.at
+            Py_INCREF(at_obj)
+            PyTuple_SET_ITEM(ev, 1, at_obj)
             x = <object>PyList_GET_ITEM(sessions, e.session) if e.session >= 0 else None
             Py_INCREF(x)
             PyTuple_SET_ITEM(ev, 2, x)
