@@ -406,3 +406,36 @@ def test_a_rule_leaves_a_flagged_account_as_it_is(backend):
     risk = e.risk(account="bot")
     assert (risk.flag_reason, risk.flag_source, risk.flagged_until) == (FR.BLACKLIST, "host", T0 + 2 * DAY)
     assert [(f.action, f.reason) for f in e.flag_log()] == [("flag", FR.BLACKLIST)]
+
+
+def test_events_built_in_the_core_match_the_array_path():
+    """Core.drain_events_list (Engine.events) builds what the column path builds;
+    an id outside a names list drains nothing and returns None (the fallback)."""
+    from slotengine import engine as eng
+
+    def rush() -> se.Engine:
+        e = make("core")
+        add(e, capacity=2)
+        for i in range(6):
+            e.book(f"A{i % 4}", f"P{i}", "S1", now=REL + i)
+        e.advance(CLOSE, drain=False)
+        return e
+
+    e = rush()
+    args = (se.Event, eng._EVENT_KIND_LIST, eng._REASON_LIST, e._sessions.names,
+            e._patients.names, e._accounts.names)
+    with pytest.raises(InvalidType):
+        e._core.drain_events_list(list, *args[1:])
+    assert e._core.drain_events_list(*args[:4], e._patients.names[:2], args[5]) is None
+    built = e.events()
+    assert built and all(type(ev) is se.Event for ev in built)
+    assert e.events() == []
+    cols = rush().events_array()
+    assert [ev.kind for ev in built] == [EK(k) for k in cols["kind"]]
+    assert [ev.patient for ev in built] == [
+        e._patients.names[p] if p >= 0 else None for p in cols["patient"]]
+    assert [ev.booking for ev in built] == [b if b >= 0 else None for b in cols["booking"]]
+    assert [ev.slot for ev in built] == [k if k > 0 else None for k in cols["slot"]]
+    assert [ev.reason for ev in built] == [R(r) for r in cols["reason"]]
+    assert [(ev.at, ev.detail) for ev in built] == list(zip(cols["at"], cols["detail"]))
+    assert built == rush().advance(CLOSE) and len(built) == 7

@@ -43,7 +43,8 @@ memory stays close to live memory; ``memory_usage()`` reports it.
 """
 
 cimport cython
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
@@ -857,13 +858,19 @@ cdef class Core:
         cdef Booking* bk
         cdef const Session* other
         cdef int64_t cutoff
-        cdef int32_t b, k, nd, n_lim
-        cdef bint dd = False, found
+        cdef int32_t b, k, n_lim
+        cdef bint dd = False
         cdef int64_t cnt[8]
         cdef int64_t* cnts
-        cdef vector[int64_t] big_cnt
         if now < pt.banned_until:
             return _code(ST_REJECTED, R_PATIENT_BANNED)
+        if pt.hist < 0:
+            # No booking at all (the live list is part of the history): nothing to
+            # walk for the duplicate rules and the patient limits (each counts 0).
+            for k in range(<int32_t>self._lim_count.size()):
+                if self._lim_count[k] <= 0:
+                    return _code(ST_REJECTED, R_PATIENT_LIMIT)
+            return self._eligible_tail(a, p, s, pt, now)
         # One walk of the live list decides both duplicate rules; the session
         # rule wins, so a department-day hit is only reported after the walk.
         b = pt.live
@@ -879,14 +886,13 @@ cdef class Core:
         if dd:
             return _code(ST_REJECTED, R_DUPLICATE_DEPARTMENT_DAY)
         n_lim = <int32_t>self._lim_count.size()
-        if n_lim:
+        if n_lim > 8:
+            if self._limits_big(pt, now, n_lim):
+                return _code(ST_REJECTED, R_PATIENT_LIMIT)
+        elif n_lim:
             # One newest-first walk of the patient's history counts every row.
-            if n_lim <= 8:
-                cnts = cnt
-            else:
-                big_cnt.resize(n_lim)
-                cnts = big_cnt.data()
-            for k in range(n_lim):
+            cnts = cnt
+            for k in range(8):   # a fixed size: a few stores, not a memset call
                 cnts[k] = 0
             cutoff = now - self._lim_max_window
             b = pt.hist
@@ -902,6 +908,38 @@ cdef class Core:
             for k in range(n_lim):
                 if cnts[k] >= self._lim_count[k]:
                     return _code(ST_REJECTED, R_PATIENT_LIMIT)
+        return self._eligible_tail(a, p, s, pt, now)
+
+    cdef bint _limits_big(self, const Patient* pt, int64_t now, int32_t n_lim) noexcept nogil:
+        """_eligible's patient-limit count for more than 8 limit rows (kept out of
+        _eligible, so that the common case carries no C++ vector): True when one is hit."""
+        cdef vector[int64_t] cnts
+        cdef int32_t b, k
+        cdef const Booking* bk
+        cdef int64_t cutoff = now - self._lim_max_window
+        cnts.resize(n_lim)
+        b = pt.hist
+        while b >= 0:
+            bk = &self._bookings[b]
+            if bk.created_at <= cutoff:
+                break
+            if bk.state <= B_NO_SHOW:   # HELD, BOOKED, ARRIVED, NO_SHOW
+                for k in range(n_lim):
+                    if bk.created_at > now - self._lim_window[k]:
+                        cnts[k] += 1
+            b = bk.p_prev
+        for k in range(n_lim):
+            if cnts[k] >= self._lim_count[k]:
+                return True
+        return False
+
+    cdef inline int _eligible_tail(self, int32_t a, int32_t p, const Session* s,
+                                   const Patient* pt, int64_t now) noexcept nogil:
+        """The rest of stage 3 after the patient's own rules: the account rule, first visit."""
+        cdef const Booking* bk
+        cdef int64_t cutoff
+        cdef int32_t b, k, nd
+        cdef bint found
         if self._acct_patients > 0:
             # Distinct patients of the account's bookings in the window; stop
             # early once the patient itself is among them.
@@ -1110,9 +1148,15 @@ cdef class Core:
         self._tickets.push_back(tk)
         self._p_tq[p] = k
         self._n_queued += 1
+        # A cohort list starts at 64 entries, not 1 (a rush puts hundreds on
+        # each: 2 regrowths rather than 8; _cohort_close keeps at most 64).
         if where == W_FAIR:
+            if self._fair[sid].capacity() == 0:
+                self._fair[sid].reserve(64)
             self._fair[sid].push_back(k)
         elif where == W_SLOW:
+            if self._slow[sid].capacity() == 0:
+                self._slow[sid].reserve(64)
             self._slow[sid].push_back(k)
         elif where == W_QUEUE:
             self._enqueue(sid, k)
@@ -1171,6 +1215,15 @@ cdef class Core:
         fisher_yates(order, nf, &self._rng)
         fisher_yates(order + nf, n - nf, &self._rng)
         s.flags &= ~SF_COLLECTING
+        # Every QUEUED ticket ends in one event (served or failed), and every
+        # pending cohort (one timer each) in one more: when the events must
+        # grow, make room for all of them at once.  A rush closes thousands of
+        # cohorts in one advance; growing 1.5x as they go copied (and
+        # page-faulted) the whole events array over and over.
+        if self._events.size() + <size_t>n + 1 > self._events.capacity():
+            self._events.reserve(max(
+                self._events.size() + <size_t>(max(n, self._n_queued) + 1) + self._timers.size(),
+                self._events.capacity() + self._events.capacity() // 2))
         self._event(E_COHORT_DRAWN, due, sid, -1, -1, -1, n)
         if self._gap == 0 and sx.q_head < 0:
             for i in range(n):
@@ -1247,7 +1300,12 @@ cdef class Core:
         if not code:
             code = self._eligible(a, p, sid, s, t)
         if not code:
-            code = self._allocate(a, p, sid, c, t, hold, &out)
+            # Most of a rush's cohort finds its session full: say so here (as
+            # _allocate would, first thing) without the call.
+            if bm_lowest(self._bm(s), bm_words(s.capacity)) < 0:
+                code = _code(ST_REJECTED, R_FULL)
+            else:
+                code = self._allocate(a, p, sid, c, t, hold, &out)
         self._unqueue_patient(k)
         tk = &self._tickets[k]
         tk.served_at = t
@@ -2180,6 +2238,91 @@ cdef class Core:
         self._events.clear()
         j_end(self)
         return cols
+
+    def drain_events_list(self, type event_type, list kinds, list reasons, list sessions,
+                          list patients, list accounts):
+        """Events since the last drain as a list of ``event_type`` tuples; clears them.
+
+        Row i is ``event_type(kinds[kind], at, sessions[session] or None,
+        booking or None, patients[patient] or None, accounts[account] or None,
+        detail, slot or None, reasons[reason])`` (None where the id is -1 or
+        the slot 0): what ``Engine.events`` builds, in one pass in C with no
+        column lists, prefetching the names a few events ahead (each is a
+        random row of a table of millions).  ``event_type`` must be a tuple
+        subclass of 9 fields without instance dicts.  Returns None, draining
+        nothing, when an id or code falls outside its list (the caller then
+        takes the array path).  O(n).
+        """
+        cdef Py_ssize_t n = self._events.size(), i, j
+        cdef Py_ssize_t nk = PyList_GET_SIZE(kinds), nr = PyList_GET_SIZE(reasons)
+        cdef Py_ssize_t ns = PyList_GET_SIZE(sessions), np_ = PyList_GET_SIZE(patients)
+        cdef Py_ssize_t na = PyList_GET_SIZE(accounts)
+        cdef const Event* e
+        cdef object out, ev, x, at_obj = None
+        cdef int64_t last_at = -1
+        if not issubclass(event_type, tuple) or event_type.__dictoffset__ != 0:
+            raise InvalidType("event_type must be a tuple subclass without a __dict__")
+        if self._jst == J_FAILED:
+            j_raise(self)
+        for i in range(n):
+            e = &self._events[i]
+            if (e.kind < 0 or e.kind >= nk or e.reason < 0 or e.reason >= nr
+                    or e.session >= ns or e.patient >= np_ or e.account >= na):
+                return None
+        if self._jst:
+            j_drain(self)
+        out = PyList_New(n)
+        for i in range(n):
+            j = i + 16
+            if j < n:
+                e = &self._events[j]
+                if e.patient >= 0:
+                    se_prefetch(se_list_slot(patients, e.patient))
+                if e.account >= 0:
+                    se_prefetch(se_list_slot(accounts, e.account))
+            j = i + 8
+            if j < n:
+                e = &self._events[j]
+                if e.patient >= 0:
+                    se_prefetch(PyList_GET_ITEM(patients, e.patient))
+                if e.account >= 0:
+                    se_prefetch(PyList_GET_ITEM(accounts, e.account))
+            e = &self._events[i]
+            ev = se_tuple_alloc(event_type, 9)
+            x = <object>PyList_GET_ITEM(kinds, e.kind)
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 0, x)
+            if e.at != last_at or at_obj is None:   # a rush's events share a few times
+                at_obj = e.at
+                last_at = e.at
+            Py_INCREF(at_obj)
+            PyTuple_SET_ITEM(ev, 1, at_obj)
+            x = <object>PyList_GET_ITEM(sessions, e.session) if e.session >= 0 else None
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 2, x)
+            x = e.booking if e.booking >= 0 else None
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 3, x)
+            x = <object>PyList_GET_ITEM(patients, e.patient) if e.patient >= 0 else None
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 4, x)
+            x = <object>PyList_GET_ITEM(accounts, e.account) if e.account >= 0 else None
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 5, x)
+            x = e.detail
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 6, x)
+            x = e.slot if e.slot > 0 else None
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 7, x)
+            x = <object>PyList_GET_ITEM(reasons, e.reason)
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(ev, 8, x)
+            Py_INCREF(ev)
+            PyList_SET_ITEM(out, i, ev)
+        self._events.clear()
+        j_end(self)
+        return out
 
     # ------------------------------------------------------------------------
     # flags, blocks, tickets (host commands)

@@ -60,6 +60,14 @@ cdef extern from *:
     static inline bool operator!=(const se_alloc<T>&, const se_alloc<U>&) { return false; }
     /* Grow a vector's capacity by 1/8 (not 2x) when it must grow: memory per
        slot and per session stays within a few percent of the live size. */
+    /* An instance of a tuple subclass with n (unset) items, as tuple.__new__
+       makes one (drain_events_list); and the address of a list's item i. */
+    static inline PyObject* se_tuple_alloc(PyObject* t, Py_ssize_t n) {
+        return ((PyTypeObject*)t)->tp_alloc((PyTypeObject*)t, n);
+    }
+    static inline const void* se_list_slot(PyObject* l, Py_ssize_t i) {
+        return (const void*)(((PyListObject*)l)->ob_item + i);
+    }
     template <class V> static inline void se_grow(V& v, size_t extra, size_t div) {
         size_t need = v.size() + extra, cap = v.capacity();
         if (need > cap) {
@@ -74,6 +82,8 @@ cdef extern from *:
     void se_prefetch "__builtin_prefetch"(const void* p) noexcept nogil
     void se_prefetch_keep(const void* p) noexcept nogil
     void se_grow[V](V& v, size_t extra, size_t div) noexcept nogil
+    object se_tuple_alloc(object t, Py_ssize_t n)
+    const void* se_list_slot(object l, Py_ssize_t i) noexcept
 
 
 # Codes mirror slotengine.outcomes (checked against the enums at import time).

@@ -63,6 +63,9 @@ __all__ = ["Engine", "Event", "BookingInfo", "SessionInfo", "SlotCounts", "Batch
 _KINDS = {"account": 0, "patient": 1}
 _EVENT_KINDS = {int(k): k for k in EventKind}
 _REASONS = {int(r): r for r in Reason}
+# the same as lists indexed by code (None for no member), for Core.drain_events_list
+_EVENT_KIND_LIST = [_EVENT_KINDS.get(i) for i in range(max(_EVENT_KINDS) + 1)]
+_REASON_LIST = [_REASONS.get(i) for i in range(max(_REASONS) + 1)]
 _MOVED = "moved"  # the priority of requests made for bookings of a suspended session
 _HOST_REASONS = {"host": FlagReason.HOST, "blacklist": FlagReason.BLACKLIST}
 
@@ -767,16 +770,26 @@ class Engine:
 
     def events(self) -> list[Event]:
         """Drain the events produced since the last call (without moving the clock)."""
-        # Column by column from the arrays: a rush drains millions of events, and
-        # per-column list work is several times cheaper than per-event Python.
+        # In C (compiled core), else column by column from the arrays: a rush
+        # drains millions of events, and per-column list work is several times
+        # cheaper than per-event Python.
         # The collector is paused while they are built: otherwise it walks the
         # whole heap again and again as the new tuples pile up (2x slower).
-        cols = self._core.drain_events_array()
-        if not len(cols["kind"]):
-            return []
         paused = gc.isenabled()
         gc.disable()
         try:
+            drain_list = getattr(self._core, "drain_events_list", None)
+            if drain_list is not None:
+                # The compiled core builds the tuples itself, in one pass (no
+                # column lists), prefetching the names ahead.
+                evs = drain_list(Event, _EVENT_KIND_LIST, _REASON_LIST,
+                                       self._sessions.names, self._patients.names,
+                                       self._accounts.names)
+                if evs is not None:
+                    return evs  # type: ignore[no-any-return]
+            cols = self._core.drain_events_array()
+            if not len(cols["kind"]):
+                return []
             return list(map(_new_event, zip(
                 [_EVENT_KINDS[k] for k in cols["kind"].tolist()],
                 cols["at"].tolist(),
