@@ -1,9 +1,9 @@
 """The policy lab at city scale: one release day per policy in at most 10 s (issue 7, item 8).
 
 Run with ``make bench`` (or ``slotengine bench -k simulate``).  The ``city``
-preset: 30 hospitals x 16 departments x 3 tiers, AM and PM, 5 clinic days
-(14,400 sessions, 288,000 slots); 1,200,000 genuine patients and 400 scalper
-rings (4,000 accounts, 20,000 bought identities); 1.24 M rush rows through
+preset: 42 hospitals x 16 departments x 3 tiers, AM and PM, 5 clinic days
+(20,160 sessions, 403,200 slots); 1,300,000 genuine patients and 560 scalper
+rings (5,600 accounts, 28,000 bought identities); 1.36 M rush rows through
 ``book_many``, then the day's per-call cancellations, hand-offs, retries or
 waitlist joins, check-ins and no-shows.  Each group is one policy; a round is
 ``simulate.run(world, policy)`` end to end (a fresh engine with every session,
@@ -12,7 +12,7 @@ once outside the timing.
 
 The target is a time (≤ 10 s per policy on the 2-core machine), shown as the
 rate it implies: book requests sent / 10 s.  The reference model runs the same
-city scaled down 40x (360 sessions, 30,000 genuine patients, 10 rings), so
+city scaled down 56x (360 sessions, 23,214 genuine patients, 10 rings), so
 compare per-request rates: the summary's ``ops/s`` and ``vs reference``.
 Metrics of both are checked to say the policies did what they should (the
 lottery policies hand scalpers far fewer expert slots than FCFS).
@@ -29,8 +29,11 @@ from slotengine import simulate as sim
 
 TARGET_SECONDS = 10.0
 CITY = sim.PRESETS["city"]
-#: the reference's world: 1/40 of the sessions and of the population, same rates
-REFERENCE_CITY = dataclasses.replace(CITY, hospitals=3, departments=4, genuine=30_000, rings=10)
+#: the reference's world: 3 hospitals x 4 departments (1/56 of the sessions) and 1/56 of the
+#: population, same rates
+SCALE = CITY.hospitals * CITY.departments // 12
+REFERENCE_CITY = dataclasses.replace(CITY, hospitals=3, departments=4, genuine=CITY.genuine // SCALE,
+                                     rings=CITY.rings // SCALE)
 ROUNDS = {"core": 3, "reference": 1}
 RESULT: dict[tuple[str, str], sim.Metrics] = {}
 
@@ -62,7 +65,7 @@ def test_simulate_city(benchmark, report, policy: str, backend: str) -> None:
 def _summary(report) -> None:  # type: ignore[no-untyped-def]
     lines = [f"city preset: {world('core').n_sessions:,} sessions, {world('core').requests:,} rush rows; "
              f"target: one release day per policy in <= {TARGET_SECONDS:.0f} s (median of "
-             f"{ROUNDS['core']} rounds); reference: the city / 40"]
+             f"{ROUNDS['core']} rounds); reference: the city / {SCALE}"]
     for (policy, backend), m in RESULT.items():
         med = report.medians.get(f"sim {policy}", {}).get(backend)
         took = f"{med[1]:6.2f} s" if med else "   -   "

@@ -231,9 +231,9 @@ def _table(m: object, name: str, keys: tuple[str, ...], kind: type, lo: float, h
 PRESETS: dict[str, Scenario] = {
     # 36 sessions, 720 slots, 1,620 rush rows (~3,500 book requests with retries): demo and tests
     "small": Scenario(),
-    # 14,400 sessions, 288,000 slots, 1.24M rush rows (~3.1M book requests with retries)
-    "city": Scenario(seed=2026, hospitals=30, departments=16, days=5, genuine=1_200_000,
-                     rings=400, ring_accounts=10, account_identities=5, identity_targets=2),
+    # 20,160 sessions, 403,200 slots, 1.36M rush rows (~3.3M book requests with retries)
+    "city": Scenario(seed=2026, hospitals=42, departments=16, days=5, genuine=1_300_000,
+                     rings=560, ring_accounts=10, account_identities=5, identity_targets=2),
 }
 
 
