@@ -249,8 +249,7 @@ def test_rushes_reach_the_interesting_paths() -> None:
               (se.Status.CANCELLED, se.Reason.NONE), (se.Status.HELD, se.Reason.NONE),
               (se.Status.BOOKED, se.Reason.NONE), (se.Status.REJECTED, se.Reason.FULL),
               (se.Status.REJECTED, se.Reason.DUPLICATE_SESSION),
-              (se.Status.WAITLISTED, se.Reason.NONE), se.EventKind.WAITLIST_FILLED,
-              se.EventKind.SESSION_SUSPENDED}
+              (se.Status.WAITLISTED, se.Reason.NONE), se.EventKind.SESSION_SUSPENDED}
     seen: set[Any] = set()
     strategy = sst.rush_scenarios(policy=sst.policies(require_cover=False))
     for at in (20261124, 1, 2, 3):
@@ -263,6 +262,25 @@ def test_rushes_reach_the_interesting_paths() -> None:
         if wanted <= seen:
             break
     assert wanted <= seen, wanted - seen
+
+
+def test_run_rush_fills_a_waitlist_join_from_a_cancellation() -> None:
+    # One slot: P0 books it, P1 finds it full and joins the waitlist, P0 cancels: P1 has it.
+    spec = _examples(sst.session_spec("S0", policy=FCFS), 1)[0]
+    spec = dict(spec, capacity=1, quotas={FCFS.public_channel: 1})
+    t = spec["release"][FCFS.public_channel] + 1_000
+    arrivals = [sst.Arrival("A0", "P0", "S0", None, t), sst.Arrival("A1", "P1", "S0", None, t + 1)]
+    join = sst.WaitlistJoin("A1", "P1", ("S0",), t + se.DAY, None, t + se.MINUTE)
+    scenario = sst.Scenario(FCFS, 7, [spec], arrivals, [sst.Cancellation(0, t + 2 * se.MINUTE)],
+                            [join])
+    events: list[se.Event] = []
+    engine, results = sst.run_rush(scenario, events=events)
+    sst.check_rush(engine, results)
+    assert [r.status for _, r in results] == [se.Status.BOOKED, se.Status.REJECTED,
+                                              se.Status.WAITLISTED, se.Status.CANCELLED]
+    filled = [e for e in events if e.kind == se.EventKind.WAITLIST_FILLED]
+    assert len(filled) == 1 and filled[0].patient == "P1"
+    assert engine.waitlist(results[2][1].request).state == se.RequestState.FILLED
 
 
 def test_credit_scenarios_fund_most_patients_and_reach_no_cover() -> None:
