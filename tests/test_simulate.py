@@ -376,6 +376,12 @@ def test_progress_names_each_phase():
     assert sim.run_phases(w) == len(phases)
     with pytest.raises(InvalidType, match="progress"):
         sim.run(w, "fcfs", progress="loud")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="backend"):
+        sim.run(w, "fcfs", backend="fast")
+    with pytest.raises(InvalidType, match="backend"):
+        sim.run(w, "fcfs", backend=None)  # type: ignore[arg-type]
+    assert phases == ["setup", "rush", "day 1/2", "day 2/2", "metrics"]  # a World is not changed
+    assert sim.run(w, "+waitlist") == sim.run(sim.generate(sc), "+waitlist")
 
 
 def test_the_reference_backend_gives_the_same_metrics(small):

@@ -740,6 +740,10 @@ def test_call_runs_host_code_atomically_and_commits() -> None:
     with pytest.raises(ZeroDivisionError):  # fn's error is the caller's; nothing to commit
         locked.call(lambda e: 1 / 0)
     assert journal.commits == 1
+    for bad in (None, 3, "book"):  # refused before the lock: nothing runs, nothing commits
+        with pytest.raises(se.errors.InvalidType, match="callable"):
+            locked.call(bad)  # type: ignore[arg-type]
+    assert journal.written == 2 and journal.commits == 1
 
 
 def test_sessions_lists_ids_in_order_behind_every_facade() -> None:

@@ -857,11 +857,9 @@ cdef class Core:
         cdef Patient* pt = &self._patients[p]
         cdef Booking* bk
         cdef const Session* other
-        cdef int64_t cutoff
         cdef int32_t b, k, n_lim
         cdef bint dd = False
         cdef int64_t cnt[8]
-        cdef int64_t* cnts
         if now < pt.banned_until:
             return _code(ST_REJECTED, R_PATIENT_BANNED)
         if pt.hist < 0:
@@ -890,48 +888,18 @@ cdef class Core:
             if self._limits_big(pt, now, n_lim):
                 return _code(ST_REJECTED, R_PATIENT_LIMIT)
         elif n_lim:
-            # One newest-first walk of the patient's history counts every row.
-            cnts = cnt
             for k in range(8):   # a fixed size: a few stores, not a memset call
-                cnts[k] = 0
-            cutoff = now - self._lim_max_window
-            b = pt.hist
-            while b >= 0:
-                bk = &self._bookings[b]
-                if bk.created_at <= cutoff:
-                    break
-                if bk.state <= B_NO_SHOW:   # HELD, BOOKED, ARRIVED, NO_SHOW
-                    for k in range(n_lim):
-                        if bk.created_at > now - self._lim_window[k]:
-                            cnts[k] += 1
-                b = bk.p_prev
-            for k in range(n_lim):
-                if cnts[k] >= self._lim_count[k]:
-                    return _code(ST_REJECTED, R_PATIENT_LIMIT)
+                cnt[k] = 0
+            if _limit_hit(self, pt, now, n_lim, cnt):
+                return _code(ST_REJECTED, R_PATIENT_LIMIT)
         return self._eligible_tail(a, p, s, pt, now)
 
     cdef bint _limits_big(self, const Patient* pt, int64_t now, int32_t n_lim) noexcept nogil:
-        """_eligible's patient-limit count for more than 8 limit rows (kept out of
+        """_eligible's patient-limit check for more than 8 limit rows (kept out of
         _eligible, so that the common case carries no C++ vector): True when one is hit."""
         cdef vector[int64_t] cnts
-        cdef int32_t b, k
-        cdef const Booking* bk
-        cdef int64_t cutoff = now - self._lim_max_window
         cnts.resize(n_lim)
-        b = pt.hist
-        while b >= 0:
-            bk = &self._bookings[b]
-            if bk.created_at <= cutoff:
-                break
-            if bk.state <= B_NO_SHOW:   # HELD, BOOKED, ARRIVED, NO_SHOW
-                for k in range(n_lim):
-                    if bk.created_at > now - self._lim_window[k]:
-                        cnts[k] += 1
-            b = bk.p_prev
-        for k in range(n_lim):
-            if cnts[k] >= self._lim_count[k]:
-                return True
-        return False
+        return _limit_hit(self, pt, now, n_lim, cnts.data())
 
     cdef inline int _eligible_tail(self, int32_t a, int32_t p, const Session* s,
                                    const Patient* pt, int64_t now) noexcept nogil:
@@ -3412,6 +3380,28 @@ cdef class Core:
                 assert n_tq <= n_q, "queued lists too long (a cycle?)"
                 k = tk.p_next
         assert n_tq == n_q == self._n_queued, "queued lists do not hold exactly the QUEUED tickets"
+
+
+cdef inline bint _limit_hit(Core self, const Patient* pt, int64_t now, int32_t n_lim,
+                            int64_t* cnts) noexcept nogil:
+    """Whether the patient hit one of the n_lim patient-limit rows: one newest-first
+    walk of its history counts every row into ``cnts`` (n_lim zeroed entries)."""
+    cdef int32_t b = pt.hist, k
+    cdef const Booking* bk
+    cdef int64_t cutoff = now - self._lim_max_window
+    while b >= 0:
+        bk = &self._bookings[b]
+        if bk.created_at <= cutoff:
+            break
+        if bk.state <= B_NO_SHOW:   # HELD, BOOKED, ARRIVED, NO_SHOW
+            for k in range(n_lim):
+                if bk.created_at > now - self._lim_window[k]:
+                    cnts[k] += 1
+        b = bk.p_prev
+    for k in range(n_lim):
+        if cnts[k] >= self._lim_count[k]:
+            return True
+    return False
 
 
 include "_waitlist.pxi"

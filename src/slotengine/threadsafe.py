@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from .credit import Credit
 from .engine import Engine
-from .errors import InvalidState
+from .errors import InvalidState, InvalidType
 
 __all__ = ["LockedEngine", "AsyncEngine", "EngineClosed"]
 
@@ -259,6 +259,8 @@ class LockedEngine(_Locked, _EngineAPI):
         call runs in between, and an fsync engine's records are synced
         (group commit) before this returns, whatever ``fn`` did.
         """
+        if not callable(fn):
+            raise InvalidType(f"fn must be callable, not {type(fn).__name__}")
         with self.lock:
             result = fn(self.engine, *args, **kwargs)
         if self._group is not None:
