@@ -282,7 +282,7 @@ cdef class Core:
     cdef bint _money                  # _bcover is kept (cover on, or a booking was settled)
     cdef vector[Wallet] _wallets      # per patient once money is used (else empty)
     cdef vector[Purse] _purses        # per patient alongside _wallets (the hot part)
-    cdef vector[Cover] _bcover        # per booking while _money
+    cdef vector[Cover, se_noinit[Cover]] _bcover  # per booking while _money (ahead: unset)
     cdef vector[Cover] _rcover        # per request while _cover
     cdef vector[Bill] _bills
     cdef vector[Move] _moves          # the ledger

@@ -16,8 +16,9 @@
 # * covers: Core._bcover (16 B per booking) parallel to the bookings once
 #   Core._money is set (cover on, or the first settle), so bookings stay 48 B
 #   while money is never used.  It runs ahead of the bookings (grown by a
-#   quarter, zero-filled: a zero cover is "holds nothing"), so that booking
-#   writes its hold with one compare and two stores; Core._rcover (16 B per request) parallel to the
+#   quarter, left unset: every booking writes its cover when it is made, a
+#   zero cover meaning "holds nothing"), so that booking writes its hold
+#   with one compare and two stores; Core._rcover (16 B per request) parallel to the
 #   requests with cover on.  A settled booking (F_SETTLED) keeps the amount
 #   charged in its cover's hb: a charge ends the hold, so the field is free.
 # * bills: 56-byte records in Core._bills; each patient's bills are linked in
@@ -85,7 +86,8 @@ cdef void cr_covers_need(Core self) noexcept nogil:
 
 
 cdef void cr_covers_grow(Core self, size_t need) noexcept nogil:
-    """Zero-filled covers for every booking id < need, and a quarter more."""
+    """Covers for every booking id < need, and a quarter more: the new ones unset
+    (se_noinit), as each is written when its booking is made (cr_put_cover)."""
     cdef size_t n = need + need // 4 + 64
     self._bcover.reserve(n)     # exactly: resize alone would double the capacity
     self._bcover.resize(n)
@@ -500,8 +502,6 @@ cdef cr_check(Core self):
     assert not self._cover or self._money, "cover on without per-booking covers"
     if self._money:
         assert <int64_t>self._bcover.size() >= nb, "booking covers out of step"
-        for i in range(nb, <int64_t>self._bcover.size()):
-            assert self._bcover[i].hb == 0 and self._bcover[i].hc == 0, "a cover ahead is set"
     if self._cover:
         assert <int64_t>self._rcover.size() == nr, "request covers out of step"
     for b in range(<int32_t>nb):

@@ -54,6 +54,19 @@ cdef extern from *:
         }
         void deallocate(T* p, size_t) noexcept { free(p); }
     };
+    /* std::allocator, but growing with resize(n) leaves new trivial elements
+       uninitialised (default-, not value-initialised): for a table whose every
+       element is written when its row is made (Core._bcover), so that growing
+       it ahead of a batch does not write it twice. */
+    template <class T> struct se_noinit : std::allocator<T> {
+        template <class U> struct rebind { typedef se_noinit<U> other; };
+        se_noinit() noexcept {}
+        template <class U> se_noinit(const se_noinit<U>&) noexcept {}
+        template <class U> void construct(U* p) noexcept { ::new((void*)p) U; }
+        template <class U, class A0> void construct(U* p, A0&& a0) {
+            ::new((void*)p) U(static_cast<A0&&>(a0));
+        }
+    };
     template <class T, class U>
     static inline bool operator==(const se_alloc<T>&, const se_alloc<U>&) { return true; }
     template <class T, class U>
@@ -77,6 +90,8 @@ cdef extern from *:
     }
     """
     cppclass se_alloc[T]:
+        pass
+    cppclass se_noinit[T]:
         pass
     int se_ctz64(unsigned long long x) noexcept nogil
     void se_prefetch "__builtin_prefetch"(const void* p) noexcept nogil

@@ -344,7 +344,7 @@ cdef void sn_vectors(Core self, const void** p, uint64_t* n) noexcept nogil:
     p[SV_PURSES] = self._purses.data()
     n[SV_PURSES] = self._purses.size()
     p[SV_BCOVER] = self._bcover.data()
-    n[SV_BCOVER] = self._bcover.size()
+    n[SV_BCOVER] = min(self._bcover.size(), self._bookings.size())   # none ahead: unset
     p[SV_RCOVER] = self._rcover.data()
     n[SV_RCOVER] = self._rcover.size()
     p[SV_BILLS] = self._bills.data()
