@@ -962,8 +962,9 @@ cdef class Core:
             return _code(ST_REJECTED, R_QUOTA_EXHAUSTED)
         if self._money:
             # 6. credit: the fee is covered and held (the 16-byte purse, and
-            # Patient.line_open on the patient's line already read)
-            if self._cover and s.fee > 0:
+            # Patient.line_open on the patient's line already read).  A free
+            # fee holds 0 + 0 (the free balance is never negative).
+            if self._cover:
                 pu = &self._purses[p]
                 hb = pu.free
                 if hb >= s.fee:         # the usual case: the free balance covers it all
@@ -972,8 +973,8 @@ cdef class Core:
                     reason = cr_cover(self, p, s.fee, &hb, &hc)
                     if reason:
                         return _code(ST_REJECTED, reason)
+                    pu.room -= hc
                 pu.free -= hb
-                pu.room -= hc
             cr_put_cover(self, <int32_t>self._bookings.size(), hb, hc)
         self._q_left[base + q] -= 1
         bid = <int32_t>self._bookings.size()
