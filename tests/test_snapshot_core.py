@@ -21,7 +21,7 @@ hashes for every later command.  The tests:
   byte flipped, wrong struct sizes, trailing bytes, a snapshot of another
   policy (shape or not), bad argument types; the target Core unchanged each
   time (and still restorable).
-* The Account.name cache: never written, rebuilt after a restore, so
+* The name indexes: never written, rebuilt after a restore, so
   ``cancel_named`` still checks owners.
 * Speed on a big state (100,000 sessions x 20 slots, 1,000,000 bookings):
   MB/s printed (``-s`` shows it).
@@ -461,10 +461,10 @@ SAVED = [
 ]
 #: filled and consumed within one command: not saved
 SCRATCH = ["_scratch", "_shuf", "_wq_keep", "_rq_scratch", "_left"]
-#: bind_names' objects and the Account.name cache: not saved
+#: bind_names' objects and the name indexes built from them: not saved
 BINDINGS = [
-    "_acc_ids", "_pat_ids", "_ses_ids", "_chan_ids", "_acc_names", "_acc_named", "_slow_book",
-    "_slow_cancel",
+    "_acc_ids", "_pat_ids", "_ses_ids", "_chan_ids", "_acc_names", "_pat_names", "_aidx",
+    "_pidx", "_aidx_n", "_pidx_n", "_slow_book", "_slow_cancel",
 ]
 #: the journal writer (_journal.pxi): where records go, not engine state
 JOURNAL = ["_jst", "_jrec", "_jsize", "_jbuf", "_jpos", "_jcap", "_jseq", "_jsync_every",
@@ -505,7 +505,7 @@ def test_every_core_field_is_classified() -> None:
     assert set(SAVED) <= set(fields), f"gone: {set(SAVED) - set(fields)}"
 
 
-# -- the Account.name cache -----------------------------------------------------------------
+# -- the name indexes -----------------------------------------------------------------------
 
 def test_names_not_written_and_rebuilt() -> None:
     e = se.Engine(policy=se.Policy(prequeue_minutes=0, cohort_seconds=0), seed=1)

@@ -84,7 +84,9 @@ class Core:
         slow_book: Callable[[Any, Any, Any, Any, Any, Any], Any],
         slow_cancel: Callable[[Any, Any, Any], Any] | None = None,
         account_names: list[str] | None = None,
+        patient_names: list[str] | None = None,
     ) -> None: ...
+    def index_names(self) -> None: ...
     def book_named(
         self,
         account: Any,

@@ -37,6 +37,10 @@ Layout (see _defs.pxi for the structs):
   a booking (bookings stay 48 bytes otherwise), 16 bytes per request with
   ``cover`` on, 56-byte bills and 40-byte ledger movements.  With ``cover``
   off the booking path pays one predictable branch for all of it.
+* names (_names.pxi): with the Engine bound (bind_names), an open-addressing
+  index of its account and patient names lists, 16 bytes a slot and at most
+  half full, so that ``book_named`` and ``cancel_named`` find a name's id in
+  one cache miss; a binding, never saved.
 
 Vectors grow by 1/8 (bookings by 1/4) rather than doubling, so allocated
 memory stays close to live memory; ``memory_usage()`` reports it.
@@ -46,7 +50,7 @@ cimport cython
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
@@ -80,6 +84,7 @@ from slotengine.outcomes import (
     Reason, RequestState, SlotState, Status, TicketState)
 
 include "_defs.pxi"
+include "_names.pxi"
 include "_ledger.pxi"
 include "_timers.pxi"
 include "_known.pxi"
@@ -165,10 +170,14 @@ cdef class Core:
     Result(status=BOOKED, session=0, slot=1, booking=0, window=(100, 110))
     """
 
-    # -- the Engine's intern dicts, for book_named (see bind_names) --
+    # -- the Engine's intern tables, for book_named and cancel_named (see bind_names) --
     cdef dict _acc_ids, _pat_ids, _ses_ids, _chan_ids
     cdef list _acc_names              # account id -> name (the Engine's list; None: unbound)
-    cdef int32_t _acc_named           # accounts [0, _acc_named) have Account.name set
+    cdef list _pat_names              # patient id -> name (likewise)
+    cdef vector[NameSlot] _aidx       # name -> id indexes of those lists (_names.pxi)
+    cdef vector[NameSlot] _pidx
+    cdef Py_ssize_t _aidx_n           # names [0, _aidx_n) of _acc_names are in _aidx
+    cdef Py_ssize_t _pidx_n
     cdef object _slow_book, _slow_cancel
 
     # -- policy (read once from CorePolicy) --
@@ -1446,20 +1455,24 @@ cdef class Core:
         return r
 
     def bind_names(self, dict accounts, dict patients, dict sessions, dict channels,
-                   slow_book, slow_cancel=None, list account_names=None):
-        """Let ``book_named`` and ``cancel_named`` read the Engine's intern dicts
+                   slow_book, slow_cancel=None, list account_names=None,
+                   list patient_names=None):
+        """Let ``book_named`` and ``cancel_named`` read the Engine's intern tables
         (str -> dense id).
 
         ``slow_book(account, patient, session, channel, now, hold)`` and
         ``slow_cancel(booking, account, now)`` handle every call the fast
         paths do not: a new or bad id, a datetime, a bad ``hold``, time out of
-        range.  ``account_names`` (optional) is the inverse of ``accounts``
-        (``account_names[i]`` is the name with id i), for ``cancel_named``'s
-        owner check.  The dicts and the list are shared, not copied.
+        range.  ``account_names`` and ``patient_names`` (optional) are the
+        inverses of ``accounts`` and ``patients`` (``account_names[i]`` is the
+        name with id i); each is indexed here (_names.pxi) as it grows, so a
+        known name costs one cache miss, not a dict's three.  The dicts and
+        the lists are shared, not copied, and may only grow, in place.
         """
-        self._acc_ids = accounts
         self._drop_names()
+        self._acc_ids = accounts
         self._acc_names = account_names
+        self._pat_names = patient_names
         self._pat_ids = patients
         self._ses_ids = sessions
         self._chan_ids = channels
@@ -1471,25 +1484,34 @@ cdef class Core:
         j_detach(self)
 
     cdef void _drop_names(self) noexcept:
-        """Release the names Account.name holds (_name_accounts sets them)."""
-        cdef int32_t i
-        for i in range(self._acc_named):
-            Py_XDECREF(<PyObject*>self._accts[i].name)
-            self._accts[i].name = NULL
-        self._acc_named = 0
+        """Empty the name indexes (they refill from the bound lists on next use)."""
+        ni_clear(self._aidx, &self._aidx_n)
+        ni_clear(self._pidx, &self._pidx_n)
 
-    cdef void _name_accounts(self) noexcept:
-        """Account.name for the accounts named since the last call (the names list only
-        grows): a reference to ``_acc_names[i]``, read by cancel_named.  O(new accounts)."""
-        cdef Py_ssize_t n = PyList_GET_SIZE(self._acc_names)
-        cdef PyObject* name
-        if n > <Py_ssize_t>self._accts.size():
-            n = self._accts.size()
-        while self._acc_named < n:
-            name = PyList_GET_ITEM(self._acc_names, self._acc_named)
-            Py_INCREF(<object>name)
-            self._accts[self._acc_named].name = name
-            self._acc_named += 1
+    def index_names(self):
+        """Index the names bound lists gained since the last look-up (book_named and
+        cancel_named do this lazily; the Engine calls it after a bulk intern, so that
+        the first booking after it does not pay for a million names).  O(new names)."""
+        if self._acc_names is not None:
+            ni_sync(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
+                    &self._aidx_n)
+        if self._pat_names is not None:
+            ni_sync(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
+                    &self._pidx_n)
+
+    cdef inline int32_t _account_named(self, str name) except -2:
+        """The id of a known account name (bound list), or -1."""
+        if self._aidx_n < PyList_GET_SIZE(self._acc_names):
+            ni_sync(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
+                    &self._aidx_n)
+        return ni_find(self._aidx, name)
+
+    cdef inline int32_t _patient_named(self, str name) except -2:
+        """The id of a known patient name (bound list), or -1."""
+        if self._pidx_n < PyList_GET_SIZE(self._pat_names):
+            ni_sync(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
+                    &self._pidx_n)
+        return ni_find(self._pidx, name)
 
     def book_named(self, account, patient, session, channel=None, *, now, hold=False):
         """``Engine.book`` without a Python frame: string ids looked up here, in C.
@@ -1501,11 +1523,19 @@ cdef class Core:
         cdef int64_t t
         cdef BookOut out
         cdef int code
-        cdef int32_t sid
+        cdef int32_t sid, k
         cdef Result r
         try:
-            a = self._acc_ids.get(account)
-            p = self._pat_ids.get(patient)
+            if type(account) is str and self._acc_names is not None:
+                k = self._account_named(<str>account)
+                a = k if k >= 0 else None
+            else:
+                a = self._acc_ids.get(account)
+            if type(patient) is str and self._pat_names is not None:
+                k = self._patient_named(<str>patient)
+                p = k if k >= 0 else None
+            else:
+                p = self._pat_ids.get(patient)
             s = self._ses_ids.get(session)
             c = self._pub if channel is None else self._chan_ids.get(channel)
         except TypeError:  # an unhashable id: let the slow path name the error
@@ -1708,9 +1738,8 @@ cdef class Core:
         goes to the Engine's checked ``slow_cancel(booking, account, now)``.
         """
         cdef object a
-        cdef PyObject* name
         cdef long long b, t
-        cdef int32_t owner
+        cdef int32_t acc
         cdef int over_b = 0, over_t = 0
         if self._slow_cancel is None:
             raise InvalidState("cancel_named needs bind_names(..., slow_cancel=...)")
@@ -1725,22 +1754,21 @@ cdef class Core:
             if self._jst == J_FAILED:
                 j_raise(self)
             return self._slow_cancel(booking, account, now)
-        # Almost every cancel names the booking's own account: if account is
-        # its name (names and ids are a bijection), its id is the booking's,
-        # found in the owner's Account row (which the cancel reads anyway)
-        # instead of by a dict lookup (the dict's index, entry and int value
-        # are three dependent cache misses).
-        owner = self._bookings[b].account
-        self._cancel_prefetch(<int32_t>b)
+        # The account's id from the name index first: one cache miss that does
+        # not depend on the booking's row, so the two misses overlap (the
+        # owner's Account row, which depends on the booking, is only
+        # prefetched, for the cancel signal).
         if type(account) is str and self._acc_names is not None:
-            if self._acc_named < PyList_GET_SIZE(self._acc_names):
-                self._name_accounts()
-            if owner < self._acc_named:
-                name = <PyObject*>self._accts[owner].name
-                if name == <PyObject*>account or <object>name == account:
-                    if self._jst:
-                        return self._result_for(j_cancel(self, <int32_t>b, owner, t), <int32_t>b)
-                    return self._result_for(self._cancel(<int32_t>b, owner, t), <int32_t>b)
+            acc = self._account_named(<str>account)
+            self._cancel_prefetch(<int32_t>b)
+            if acc >= 0:
+                if self._jst:
+                    return self._result_for(j_cancel(self, <int32_t>b, acc, t), <int32_t>b)
+                return self._result_for(self._cancel(<int32_t>b, acc, t), <int32_t>b)
+            if self._jst == J_FAILED:
+                j_raise(self)
+            return self._slow_cancel(booking, account, now)
+        self._cancel_prefetch(<int32_t>b)
         try:
             a = self._acc_ids.get(account)
         except TypeError:  # an unhashable name: let the slow path name the error
@@ -3194,6 +3222,7 @@ cdef class Core:
             "timers": self._timers.capacity() * sizeof(Timer),
             "events": self._events.capacity() * sizeof(Event),
             "known": self._known.capacity() * sizeof(uint64_t),
+            "names": (self._aidx.capacity() + self._pidx.capacity()) * sizeof(NameSlot),
             "waitlist": self._requests.capacity() * sizeof(Request)
             + self._rq_cold.capacity() * sizeof(RequestCold)
             + (self._wq.capacity() + self._wq_keep.capacity()) * sizeof(WlEntry)

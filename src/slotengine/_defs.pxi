@@ -344,16 +344,13 @@ cdef struct Event:
 
 
 cdef struct Account:
-    # 48 bytes: flag and block state and the GCRA theoretical arrival time;
+    # 40 bytes: flag and block state and the GCRA theoretical arrival time;
     # the early and cancel rings live in Core._early / Core._acancels with
-    # strides early_count / cancel_flag_count, oldest first.  name is the
-    # account's name (a str, an owned reference; NULL until Core._name_accounts
-    # sets it), for cancel_named's owner check: a cancel reads this row anyway.
+    # strides early_count / cancel_flag_count, oldest first.
     int64_t flag_until
     int64_t flag_since
     int64_t blocked_until
     int64_t tat
-    void* name
     uint16_t n_early
     uint16_t n_cancels
     int8_t flag_reason

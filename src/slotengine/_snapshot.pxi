@@ -44,11 +44,9 @@
 #   digest in the header make sure it is the same one.
 # * not saved (scratch): Core._scratch, _shuf, _wq_keep, _rq_scratch, _left:
 #   each is filled and consumed within one command.
-# * not saved (bindings): the Engine's intern dicts, callbacks and names list
-#   (bind_names) and the Account.name cache: a pointer is never written (the
-#   field is zero in the data); restore leaves every name NULL and
-#   Core._acc_named 0, so cancel_named names the accounts again from the
-#   bound list on first use.
+# * not saved (bindings): the Engine's intern dicts, callbacks and names lists
+#   (bind_names) and the name indexes built from them (_names.pxi): restore
+#   empties the indexes, which refill from the bound lists on first use.
 #
 # Struct padding is copied as it is in memory, so two engines in the same state
 # may write snapshots that differ in padding bytes (never in a field).
@@ -475,7 +473,7 @@ cdef bint sn_fresh(Core self) noexcept nogil:
             and self._known_shift == 64 and self._n_queued == 0 and self._n_marks == 0
             and self._n_pmarks == 0 and self._wq_dead == 0 and self._wq_live == 0
             and self._n_open == 0 and self._ncmd == 0 and self._money == self._cover
-            and self._acc_named == 0)
+            and self._aidx_n == 0 and self._pidx_n == 0)
 
 
 cdef void sn_clear(Core self) noexcept:
@@ -554,8 +552,6 @@ cdef bytes sn_snapshot(Core self):
     cdef uint64_t head = sn_header_bytes(), pos, digest, used, i
     cdef uint32_t u32[6]
     cdef uint32_t zi
-    cdef size_t name_off
-    cdef Account probe
     cdef int k
     cdef char* buf
     cdef char* at
@@ -570,7 +566,6 @@ cdef bytes sn_snapshot(Core self):
         pos += sn_pad8(n[k] * z[k])
     out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>pos)
     buf = PyBytes_AS_STRING(out)
-    name_off = <size_t>(<char*>&probe.name - <char*>&probe)
     with nogil:
         memset(buf, 0, head)
         memcpy(buf, SN_MAGIC, 8)
@@ -600,9 +595,6 @@ cdef bytes sn_snapshot(Core self):
             memset(buf + off[k] + used, 0, sn_pad8(used) - used)
         sn_write_runs(self._fair, buf + off[SV_FAIR_RUNS], buf + off[SV_FAIR])
         sn_write_runs(self._slow, buf + off[SV_SLOW_RUNS], buf + off[SV_SLOW])
-        # never a pointer: Account.name (a cached reference) is written as NULL
-        for i in range(n[SV_ACCTS]):
-            memset(buf + off[SV_ACCTS] + i * sizeof(Account) + name_off, 0, sizeof(void*))
     return out
 
 
@@ -849,8 +841,6 @@ cdef sn_restore(Core self, object data):
             sn_load_runs(self._slow, n[SV_SESSIONS], buf + o[SV_SLOW_RUNS], n[SV_SLOW_RUNS],
                          buf + o[SV_SLOW])
             se_snap_load(self._accts, buf + o[SV_ACCTS], n[SV_ACCTS])
-            for i in range(n[SV_ACCTS]):
-                self._accts[i].name = NULL     # the cache refills from bind_names' list
             se_snap_load(self._early, buf + o[SV_EARLY], n[SV_EARLY])
             se_snap_load(self._acancels, buf + o[SV_ACANCELS], n[SV_ACANCELS])
             se_snap_load(self._pmarks, buf + o[SV_PMARKS], n[SV_PMARKS])
@@ -875,7 +865,6 @@ cdef sn_restore(Core self, object data):
             se_snap_load(self._bills, buf + o[SV_BILLS], n[SV_BILLS])
             se_snap_load(self._moves, buf + o[SV_MOVES], n[SV_MOVES])
             sn_scalars_set(self, h.scalar)
-            self._acc_named = 0
         except BaseException:
             # only an allocation can fail here: back to the fresh, empty core
             sn_clear(self)

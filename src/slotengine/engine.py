@@ -79,6 +79,10 @@ _TABLE_LETTERS = {"account": b"a", "patient": b"p", "hospital": b"h"}
 _FACADE_FORMAT = 2  # 2: name tables as NUL-joined strings
 
 
+def _nothing() -> None:
+    pass
+
+
 def _backend_class(name: str) -> type:
     """The backend's Core class; the compiled one is imported only when asked for."""
     if name == "reference":
@@ -360,12 +364,15 @@ class Engine:
         #: Prepaid balances and credit lines (先看病后付费): see slotengine.credit.
         self.credit = Credit(self)
         self._journal: Any = None  # slotengine.journal.Journal once Engine.open made it durable
+        self._index_names: Any = _nothing  # the compiled core indexes bulk-interned names now
         if hasattr(self._core, "book_named"):
-            # The compiled core looks the ids up itself and calls back into the
+            # The compiled core looks the ids up itself (account and patient
+            # names in its own index of the names lists) and calls back into the
             # checked slow path for anything else: no Python frame per booking.
             self._core.bind_names(self._account_ids, self._patient_ids, self._session_ids,
                                   self._channels, self._book_new_ids, self._cancel_checked,
-                                  self._accounts.names)
+                                  self._accounts.names, self._patients.names)
+            self._index_names = self._core.index_names
             self.book = self._core.book_named  # type: ignore[method-assign]
             self.cancel = self._core.cancel_named  # type: ignore[method-assign]
 
@@ -678,6 +685,7 @@ class Engine:
         new = list(unique) if ids.keys().isdisjoint(unique) else [x for x in unique if x not in ids]
         if new:
             self._add_names(table, new)
+            self._index_names()  # at once, not in the first booking after a bulk intern
         return np.fromiter(map(ids.__getitem__, checked), dtype=np.int32, count=len(checked))
 
     def sessions(self) -> list[str]:

@@ -1,0 +1,101 @@
+# Name indexes (included by _core.pyx): account and patient name -> dense id,
+# for book_named and cancel_named.
+#
+# The Engine's names list (bind_names) is the truth and only ever grows, in
+# place; an index follows it lazily (ni_sync, before a look-up) and holds a
+# reference to every name it indexes.  It is a binding, not state: never
+# saved, emptied by bind_names and restore, rebuilt from the list.
+#
+# Why not the Engine's dict: a look-up in a dict of a million names costs
+# three dependent cache misses (its index, its entry, then the int it
+# holds); here a look-up reads the name's cached hash (the caller's object,
+# usually in cache) and, almost always, one 16-byte slot that holds the id
+# itself.  Open addressing with linear probing, at most half full, so a miss
+# (an unknown name) ends at an empty slot after a probe or two.
+
+cdef struct NameSlot:
+    # 16 bytes, four a cache line.
+    PyObject* name      # NULL: empty (an owned reference otherwise)
+    int32_t id
+    uint32_t tag        # the hash's high 32 bits: most non-matching slots skip the compare
+
+
+cdef inline uint32_t ni_tag(Py_hash_t h) noexcept nogil:
+    return <uint32_t>((<uint64_t>h) >> 32)
+
+
+cdef inline int32_t ni_find(const vector[NameSlot]& t, str name) except -2:
+    """The id of ``name`` (an exact str) in index t, or -1."""
+    cdef Py_hash_t h
+    cdef size_t mask, i
+    cdef uint32_t tag
+    cdef const NameSlot* sl
+    if t.size() == 0:
+        return -1
+    h = hash(name)                     # cached in the str object after its first use
+    mask = t.size() - 1
+    i = <size_t>h & mask
+    tag = ni_tag(h)
+    while True:
+        sl = &t[i]
+        if sl.name == NULL:
+            return -1
+        if sl.name == <PyObject*>name:
+            return sl.id
+        if sl.tag == tag and (<str>sl.name) == name:
+            return sl.id
+        i = (i + 1) & mask
+
+
+cdef inline void ni_put(vector[NameSlot]& t, PyObject* name, Py_hash_t h, int32_t id) noexcept:
+    """Insert a name known to be absent (a reference already taken for it)."""
+    cdef size_t mask = t.size() - 1
+    cdef size_t i = <size_t>h & mask
+    while t[i].name != NULL:
+        i = (i + 1) & mask
+    t[i].name = name
+    t[i].id = id
+    t[i].tag = ni_tag(h)
+
+
+cdef int ni_sync(vector[NameSlot]& t, list names, Py_ssize_t limit,
+                 Py_ssize_t* done) except -1:
+    """Index names[done:limit] (the list only grows; limit: the ids the core has room
+    for): ids are list positions.  O(new names), O(all names) when the table doubles."""
+    cdef Py_ssize_t n = min(PyList_GET_SIZE(names), limit), k
+    cdef size_t cap = t.size() if t.size() else 64
+    cdef vector[NameSlot] grown
+    cdef NameSlot empty
+    cdef PyObject* name
+    cdef Py_hash_t h
+    if done[0] >= n:
+        return 0
+    while cap < <size_t>(2 * n):
+        cap *= 2
+    empty.name = NULL
+    empty.id = -1
+    empty.tag = 0
+    if cap != t.size():
+        grown.assign(cap, empty)       # may raise MemoryError: t is unchanged then
+        for k in range(<Py_ssize_t>t.size()):
+            if t[k].name != NULL:
+                ni_put(grown, t[k].name, hash(<object>t[k].name), t[k].id)
+        t.swap(grown)
+    for k in range(done[0], n):
+        name = PyList_GET_ITEM(names, k)
+        h = hash(<object>name)
+        Py_INCREF(<object>name)
+        ni_put(t, name, h, <int32_t>k)
+        done[0] = k + 1
+    return 0
+
+
+cdef void ni_clear(vector[NameSlot]& t, Py_ssize_t* done) noexcept:
+    """Drop every reference the index holds and empty it."""
+    cdef size_t k
+    for k in range(t.size()):
+        if t[k].name != NULL:
+            Py_DECREF(<object>t[k].name)
+    t.clear()
+    t.shrink_to_fit()
+    done[0] = 0

@@ -1,0 +1,118 @@
+"""The compiled core's name indexes (_names.pxi): account and patient names -> ids.
+
+``Engine.book`` and ``Engine.cancel`` are the core's ``book_named`` and
+``cancel_named``, which look account and patient names up in the core's own
+index of the Engine's names lists, not in the Engine's dicts.  These tests pin
+that the index answers exactly as the dicts would: equal strings that are
+different objects, names interned in bulk or one by one, tables that grow
+through many resizes, non-ASCII names, str subclasses (which take the dict
+path), and the index emptied and rebuilt across a snapshot restore.  The
+reference backend has no index; where it matters both backends must agree.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slotengine as se
+from slotengine import Reason as R
+from slotengine import Status as S
+from slotengine.errors import InvalidArgument, InvalidType, UnknownAccount
+from slotengine.times import DAY, MINUTE
+
+T0 = 1_700_000_000_000
+POLICY = se.Policy(prequeue_minutes=0, cohort_seconds=0, cancel_strikes=0)
+
+
+def _engine(backend: str = "core", capacity: int = 200) -> se.Engine:
+    e = se.Engine(POLICY, seed=1, backend=backend)
+    e.add_session("S", hospital="H", department="D", doctor="Dr", starts_at=T0 + 2 * DAY,
+                  capacity=capacity, fee=0, release={"app": T0}, now=T0)
+    return e
+
+
+def _fresh(s: str) -> str:
+    """An equal str that is a different object (as a host parsing a request makes)."""
+    out = "".join(list(s))
+    assert out == s and (out is not s or len(s) < 2)
+    return out
+
+
+class _Name(str):
+    """A str subclass: never looked up in the index (its hash or eq may differ)."""
+
+
+@pytest.mark.parametrize("backend", ["core", "reference"])
+def test_equal_strings_that_are_other_objects_find_the_same_ids(backend: str) -> None:
+    e = _engine(backend)
+    first = e.book("acct-1", "patient-1", "S", now=T0 + 1)
+    assert first.status == S.BOOKED
+    again = e.book(_fresh("acct-1"), _fresh("patient-1"), "S", now=T0 + 2)
+    assert again.reason == R.DUPLICATE_SESSION  # the same patient, so found, not new
+    assert len(e._patients.names) == 1 and len(e._accounts.names) == 1
+    assert e.cancel(first.booking, account=_fresh("acct-1"), now=T0 + 3).status == S.CANCELLED
+
+
+def test_bulk_intern_is_indexed_at_once_and_names_round_trip() -> None:
+    e = _engine(capacity=1000)
+    accounts = [f"A{i:05d}" for i in range(3000)]
+    patients = [f"P{i:05d}-病人" for i in range(5000)]
+    acc = e.intern_accounts(accounts)
+    pat = e.intern_patients(patients)
+    assert e.memory_usage()["names"] >= 16 * 2 * (3000 + 5000)  # at most half full
+    # Every name, as a fresh object, books under its own interned id.
+    for k in range(0, 1000):
+        r = e.book(_fresh(accounts[k % 3000]), _fresh(patients[k]), "S", now=T0 + 10 + k)
+        assert r.status == S.BOOKED, (k, r)
+        info = e.booking(r.booking)
+        assert (info.account, info.patient) == (accounts[k % 3000], patients[k])
+    assert (acc == np.arange(3000)).all() and (pat == np.arange(5000)).all()
+
+
+def test_names_added_one_by_one_grow_the_index_through_many_resizes() -> None:
+    e = _engine(capacity=3000)
+    bookings = []
+    for k in range(2500):  # 64 -> 8192 slots: seven resizes on each index
+        r = e.book(f"a{k}", f"p{k}", "S", now=T0 + 1 + k)
+        assert r.status == S.BOOKED
+        bookings.append(r.booking)
+    # after the growth every old name still finds its own id
+    for k in range(0, 2500, 7):
+        r = e.cancel(bookings[k], account=_fresh(f"a{k}"), now=T0 + 5000 + k)
+        assert r.status == S.CANCELLED, (k, r)
+    assert e.cancel(bookings[1], account="a2", now=T0 + 9000).reason == R.NOT_OWNER
+    e._check_invariants()
+
+
+def test_unknown_and_odd_names_take_the_checked_path() -> None:
+    e = _engine()
+    b = e.book("acct", "pat", "S", now=T0 + 1).booking
+    before = e.state_hash()
+    with pytest.raises(UnknownAccount):
+        e.cancel(b, account="nobody", now=T0 + 2)
+    with pytest.raises(InvalidArgument):
+        e.cancel(b, account="", now=T0 + 2)
+    with pytest.raises(InvalidType):
+        e.cancel(b, account=b"acct", now=T0 + 2)  # type: ignore[arg-type]
+    assert e.state_hash() == before
+    # a str subclass equal to a known name is that account (through the dicts)
+    assert e.cancel(b, account=_Name("acct"), now=T0 + 3).status == S.CANCELLED
+    r = e.book(_Name("acct"), _Name("pat"), "S", now=T0 + 4)
+    assert r.status == S.BOOKED and len(e._patients.names) == 1
+
+
+def test_index_is_rebuilt_after_a_restore_and_after_open(tmp_path) -> None:
+    e = se.Engine.open(tmp_path / "eng", POLICY, seed=1)
+    e.add_session("S", hospital="H", department="D", doctor="Dr", starts_at=T0 + 2 * DAY,
+                  capacity=50, fee=0, release={"app": T0}, now=T0)
+    made = [e.book(f"acct-{k}", f"pat-{k}", "S", now=T0 + 1 + k).booking for k in range(20)]
+    e.close()
+    e2 = se.Engine.open(tmp_path / "eng")
+    try:
+        assert e2.cancel(made[3], account=_fresh("acct-3"), now=T0 + MINUTE).status == S.CANCELLED
+        assert e2.cancel(made[4], account="acct-5", now=T0 + MINUTE).reason == R.NOT_OWNER
+        r = e2.book(_fresh("acct-3"), _fresh("pat-4"), "S", now=T0 + MINUTE + 1)
+        assert r.reason == R.DUPLICATE_SESSION  # pat-4 is known after the restart
+        assert len(e2._patients.names) == 20
+    finally:
+        e2.close()
