@@ -1519,46 +1519,50 @@ cdef class Core:
         Known ids, int ``now`` in range and a bool ``hold`` go straight to the
         command path; anything else goes to the Engine's checked slow path.
         """
-        cdef object a, p, s, c
-        cdef int64_t t
+        cdef object x, s = None, c = None
+        cdef int32_t a = -1, p = -1, sid
+        cdef long long t = 0
+        cdef int over = 0
         cdef BookOut out
         cdef int code
-        cdef int32_t sid, k
         cdef Result r
         try:
             if type(account) is str and self._acc_names is not None:
-                k = self._account_named(<str>account)
-                a = k if k >= 0 else None
+                a = self._account_named(<str>account)
             else:
-                a = self._acc_ids.get(account)
+                x = self._acc_ids.get(account)
+                if x is not None:
+                    a = <int32_t>x
             if type(patient) is str and self._pat_names is not None:
-                k = self._patient_named(<str>patient)
-                p = k if k >= 0 else None
+                p = self._patient_named(<str>patient)
             else:
-                p = self._pat_ids.get(patient)
+                x = self._pat_ids.get(patient)
+                if x is not None:
+                    p = <int32_t>x
             s = self._ses_ids.get(session)
             c = self._pub if channel is None else self._chan_ids.get(channel)
         except TypeError:  # an unhashable id: let the slow path name the error
-            a = None
-        if (a is None or p is None or s is None or c is None or type(now) is not int
+            a = -1
+        if type(now) is int:
+            t = PyLong_AsLongLongAndOverflow(now, &over)
+        if (a < 0 or p < 0 or s is None or c is None or type(now) is not int or over
                 or (hold is not True and hold is not False)
-                or not (self._now <= now <= _MAX_MS_C)):
+                or t < self._now or t > _MAX_MS_C):
             # the slow path journals through book (and ensure_*); refuse before it
             # registers anything when the journal failed
             if self._jst == J_FAILED:
                 j_raise(self)
             return self._slow_book(account, patient, session, channel, now, hold)
-        t = now
         sid = <int32_t>s
         if self._jst:
-            return j_book(self, <int32_t>a, <int32_t>p, sid, <int32_t>c, t, hold is True)
+            return j_book(self, a, p, sid, <int32_t>c, t, hold is True)
         if self._cover:
-            se_prefetch(&self._purses[<int32_t>p])     # as in book
+            se_prefetch(&self._purses[p])     # as in book
         out.slot = -1
         out.booking = -1
         out.ticket = -1
         out.retry = 0
-        code = self._book(<int32_t>a, <int32_t>p, sid, <int32_t>c, t, hold is True, &out)
+        code = self._book(a, p, sid, <int32_t>c, t, hold is True, &out)
         r = _result(code, sid, out.slot, out.booking, &self._sessions[sid])
         r._ticket = out.ticket
         r._retry = out.retry
