@@ -1501,17 +1501,13 @@ cdef class Core:
 
     cdef inline int32_t _account_named(self, str name) except -2:
         """The id of a known account name (bound list), or -1."""
-        if self._aidx_n < PyList_GET_SIZE(self._acc_names):
-            ni_sync(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
-                    &self._aidx_n)
-        return ni_find(self._aidx, name)
+        return ni_lookup(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
+                         &self._aidx_n, name)
 
     cdef inline int32_t _patient_named(self, str name) except -2:
         """The id of a known patient name (bound list), or -1."""
-        if self._pidx_n < PyList_GET_SIZE(self._pat_names):
-            ni_sync(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
-                    &self._pidx_n)
-        return ni_find(self._pidx, name)
+        return ni_lookup(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
+                         &self._pidx_n, name)
 
     def book_named(self, account, patient, session, channel=None, *, now, hold=False):
         """``Engine.book`` without a Python frame: string ids looked up here, in C.
@@ -2274,20 +2270,13 @@ cdef class Core:
             j_drain(self)
         out = PyList_New(n)
         for i in range(n):
+            # two stages: the names' list slots 16 events ahead, the str objects 8 ahead
             j = i + 16
             if j < n:
-                e = &self._events[j]
-                if e.patient >= 0:
-                    se_prefetch(se_list_slot(patients, e.patient))
-                if e.account >= 0:
-                    se_prefetch(se_list_slot(accounts, e.account))
+                _prefetch_names(&self._events[j], patients, accounts, False)
             j = i + 8
             if j < n:
-                e = &self._events[j]
-                if e.patient >= 0:
-                    se_prefetch(PyList_GET_ITEM(patients, e.patient))
-                if e.account >= 0:
-                    se_prefetch(PyList_GET_ITEM(accounts, e.account))
+                _prefetch_names(&self._events[j], patients, accounts, True)
             e = &self._events[i]
             ev = se_tuple_alloc(event_type, 9)
             x = <object>PyList_GET_ITEM(kinds, e.kind)
@@ -3414,6 +3403,18 @@ cdef class Core:
                 assert n_tq <= n_q, "queued lists too long (a cycle?)"
                 k = tk.p_next
         assert n_tq == n_q == self._n_queued, "queued lists do not hold exactly the QUEUED tickets"
+
+
+cdef inline void _prefetch_names(const Event* e, list patients, list accounts,
+                                 bint objects) noexcept:
+    """Prefetch an event's patient and account names: their list slots, or (objects)
+    the str objects those slots point to (drain_events_list)."""
+    if e.patient >= 0:
+        se_prefetch(PyList_GET_ITEM(patients, e.patient) if objects
+                    else se_list_slot(patients, e.patient))
+    if e.account >= 0:
+        se_prefetch(PyList_GET_ITEM(accounts, e.account) if objects
+                    else se_list_slot(accounts, e.account))
 
 
 cdef inline bint _limit_hit(Core self, const Patient* pt, int64_t now, int32_t n_lim,

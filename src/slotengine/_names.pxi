@@ -90,6 +90,15 @@ cdef int ni_sync(vector[NameSlot]& t, list names, Py_ssize_t limit,
     return 0
 
 
+cdef inline int32_t ni_lookup(vector[NameSlot]& t, list names, Py_ssize_t limit,
+                              Py_ssize_t* done, str name) except -2:
+    """The id of ``name`` in index t of ``names``, indexing the names added since the
+    last look-up first (ni_sync), or -1."""
+    if done[0] < PyList_GET_SIZE(names):
+        ni_sync(t, names, limit, done)
+    return ni_find(t, name)
+
+
 cdef void ni_clear(vector[NameSlot]& t, Py_ssize_t* done) noexcept:
     """Drop every reference the index holds and empty it."""
     cdef size_t k
