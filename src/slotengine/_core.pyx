@@ -2271,12 +2271,21 @@ cdef class Core:
         out = PyList_New(n)
         for i in range(n):
             # two stages: the names' list slots 16 events ahead, the str objects 8 ahead
+            # (written out: a shared helper measured twice as slow for the whole drain)
             j = i + 16
             if j < n:
-                _prefetch_names(&self._events[j], patients, accounts, False)
+                e = &self._events[j]
+                if e.patient >= 0:
+                    se_prefetch(se_list_slot(patients, e.patient))
+                if e.account >= 0:
+                    se_prefetch(se_list_slot(accounts, e.account))
             j = i + 8
             if j < n:
-                _prefetch_names(&self._events[j], patients, accounts, True)
+                e = &self._events[j]
+                if e.patient >= 0:
+                    se_prefetch(PyList_GET_ITEM(patients, e.patient))
+                if e.account >= 0:
+                    se_prefetch(PyList_GET_ITEM(accounts, e.account))
             e = &self._events[i]
             ev = se_tuple_alloc(event_type, 9)
             x = <object>PyList_GET_ITEM(kinds, e.kind)
@@ -3403,18 +3412,6 @@ cdef class Core:
                 assert n_tq <= n_q, "queued lists too long (a cycle?)"
                 k = tk.p_next
         assert n_tq == n_q == self._n_queued, "queued lists do not hold exactly the QUEUED tickets"
-
-
-cdef inline void _prefetch_names(const Event* e, list patients, list accounts,
-                                 bint objects) noexcept:
-    """Prefetch an event's patient and account names: their list slots, or (objects)
-    the str objects those slots point to (drain_events_list)."""
-    if e.patient >= 0:
-        se_prefetch(PyList_GET_ITEM(patients, e.patient) if objects
-                    else se_list_slot(patients, e.patient))
-    if e.account >= 0:
-        se_prefetch(PyList_GET_ITEM(accounts, e.account) if objects
-                    else se_list_slot(accounts, e.account))
 
 
 cdef inline bint _limit_hit(Core self, const Patient* pt, int64_t now, int32_t n_lim,
