@@ -6,8 +6,11 @@ index of the Engine's names lists, not in the Engine's dicts.  These tests pin
 that the index answers exactly as the dicts would: equal strings that are
 different objects, names interned in bulk or one by one, tables that grow
 through many resizes, non-ASCII names, str subclasses (which take the dict
-path), and the index emptied and rebuilt across a snapshot restore.  The
-reference backend has no index; where it matters both backends must agree.
+path), and the index emptied and rebuilt across a snapshot restore.
+``cancel_named``'s owner check first compares the name with the key kept in
+the owner's account row (ASCII names of at most 26 characters), and uses the
+index only when that fails.  The reference backend has no index; where it
+matters both backends must agree.
 """
 from __future__ import annotations
 
@@ -116,3 +119,47 @@ def test_index_is_rebuilt_after_a_restore_and_after_open(tmp_path) -> None:
         assert len(e2._patients.names) == 20
     finally:
         e2.close()
+
+
+KEY = 26  # _defs.pxi NAME_KEY: the longest account name kept in its row
+
+
+@pytest.mark.parametrize("backend", ["core", "reference"])
+def test_owner_check_by_the_rows_key_and_past_it(backend: str) -> None:
+    """Names that fit the row's key, that just miss it, that share its prefix, that
+    are not ASCII: each cancel by its owner succeeds, each by another known account
+    is NOT_OWNER, each by an unknown name raises with the state unchanged."""
+    names = ["a", "x" * KEY, "x" * (KEY + 1), "x" * (KEY - 1) + "y", "x" * (KEY + 1) + "y",
+             "账户-1", "acct\u00e9", "y" * 64]
+    e = _engine(backend)
+    made = {n: e.book(n, f"p-{k}", "S", now=T0 + 1 + k).booking for k, n in enumerate(names)}
+    assert all(b is not None for b in made.values())
+    t = T0 + 100
+    for k, n in enumerate(names):
+        other = names[(k + 1) % len(names)]
+        assert e.cancel(made[n], account=_fresh(other), now=t).reason == R.NOT_OWNER, n
+        before = e.state_hash()
+        for stranger in (n[:-1] + "z", n + "z", n.upper() + "?"):
+            if stranger not in names:
+                with pytest.raises(UnknownAccount):
+                    e.cancel(made[n], account=stranger, now=t)
+        assert e.state_hash() == before
+        assert e.cancel(made[n], account=_fresh(n), now=t).status == S.CANCELLED, n
+        t += 1
+    if backend == "core":
+        e._check_invariants()
+
+
+def test_row_keys_are_dropped_when_the_names_are_bound_again() -> None:
+    """A row's key is a copy of a bound name, never trusted past a new binding: bound
+    to other lists, the owner check answers by those lists, even for rows the new
+    list does not reach (whose keys would otherwise be stale)."""
+    e = _engine(capacity=50)
+    b = [e.book(f"acct-{k}", f"pat-{k}", "S", now=T0 + 1 + k).booking for k in range(10)]
+    names = [f"acct-{9 - k}" for k in range(5)]  # ids 0..4 renamed, 5..9 nameless
+    # (row 7 kept "acct-7", now the name of id 2)
+    e._core.bind_names({n: i for i, n in enumerate(names)}, e._patient_ids, e._session_ids,
+                       e._channels, e._book_new_ids, e._cancel_checked, names,
+                       e._patients.names)
+    assert e._core.cancel_named(b[7], account="acct-7", now=T0 + 50).reason == R.NOT_OWNER
+    assert e._core.cancel_named(b[0], account="acct-9", now=T0 + 50).status == S.CANCELLED

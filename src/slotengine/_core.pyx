@@ -53,7 +53,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 from libcpp.algorithm cimport sort as cpp_sort
 from libcpp.pair cimport pair
 from libcpp.vector cimport vector
@@ -1484,7 +1484,11 @@ cdef class Core:
         j_detach(self)
 
     cdef void _drop_names(self) noexcept:
-        """Empty the name indexes (they refill from the bound lists on next use)."""
+        """Empty the name indexes and the account rows' keys (they refill from the
+        bound lists on next use)."""
+        cdef size_t k
+        for k in range(self._accts.size()):
+            self._accts[k].key_len = 0
         ni_clear(self._aidx, &self._aidx_n)
         ni_clear(self._pidx, &self._pidx_n)
 
@@ -1493,16 +1497,25 @@ cdef class Core:
         cancel_named do this lazily; the Engine calls it after a bulk intern, so that
         the first booking after it does not pay for a million names).  O(new names)."""
         if self._acc_names is not None:
-            ni_sync(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
-                    &self._aidx_n)
+            self._index_accounts()
         if self._pat_names is not None:
             ni_sync(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
                     &self._pidx_n)
 
+    cdef int _index_accounts(self) except -1:
+        """Index the bound account names not indexed yet, and key their rows."""
+        cdef Py_ssize_t k, k0 = self._aidx_n
+        ni_sync(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
+                &self._aidx_n)
+        for k in range(k0, self._aidx_n):
+            nk_put(&self._accts[k], <object>PyList_GET_ITEM(self._acc_names, k))
+        return 0
+
     cdef inline int32_t _account_named(self, str name) except -2:
         """The id of a known account name (bound list), or -1."""
-        return ni_lookup(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
-                         &self._aidx_n, name)
+        if self._aidx_n < PyList_GET_SIZE(self._acc_names):
+            self._index_accounts()
+        return ni_find(self._aidx, name)
 
     cdef inline int32_t _patient_named(self, str name) except -2:
         """The id of a known patient name (bound list), or -1."""
@@ -1754,13 +1767,17 @@ cdef class Core:
             if self._jst == J_FAILED:
                 j_raise(self)
             return self._slow_cancel(booking, account, now)
-        # The account's id from the name index first: one cache miss that does
-        # not depend on the booking's row, so the two misses overlap (the
-        # owner's Account row, which depends on the booking, is only
-        # prefetched, for the cancel signal).
+        # The owner check compares the name with the key in the owner's row,
+        # which the cancel reads anyway (_names.pxi); the index only when the
+        # row has no key or the key differs (another account, or none).
         if type(account) is str and self._acc_names is not None:
-            acc = self._account_named(<str>account)
+            if self._aidx_n < PyList_GET_SIZE(self._acc_names):
+                self._index_accounts()
+            acc = self._bookings[b].account
+            se_prefetch(&self._accts[acc])
             self._cancel_prefetch(<int32_t>b)
+            if not nk_is(&self._accts[acc], <str>account):
+                acc = ni_find(self._aidx, <str>account)
             if acc >= 0:
                 if self._jst:
                     return self._result_for(j_cancel(self, <int32_t>b, acc, t), <int32_t>b)

@@ -343,10 +343,18 @@ cdef struct Event:
     int16_t reason
 
 
+cdef enum:
+    NAME_KEY = 26     # the longest account name kept inline in its row (ASCII)
+
+
 cdef struct Account:
-    # 40 bytes: flag and block state and the GCRA theoretical arrival time;
-    # the early and cancel rings live in Core._early / Core._acancels with
-    # strides early_count / cancel_flag_count, oldest first.
+    # 64 bytes, one cache line: flag and block state and the GCRA theoretical
+    # arrival time; the early and cancel rings live in Core._early /
+    # Core._acancels with strides early_count / cancel_flag_count, oldest
+    # first.  key: the account's name when it is ASCII of at most NAME_KEY
+    # characters (key_len 0 otherwise, and until the name index reaches the
+    # account), so that cancel_named's owner check compares the caller's
+    # string with a row the cancel reads anyway (_names.pxi).
     int64_t flag_until
     int64_t flag_since
     int64_t blocked_until
@@ -354,6 +362,8 @@ cdef struct Account:
     uint16_t n_early
     uint16_t n_cancels
     int8_t flag_reason
+    uint8_t key_len
+    char key[NAME_KEY]
 
 
 cdef struct Mark:
