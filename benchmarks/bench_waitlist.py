@@ -11,10 +11,11 @@ listings per session), with a mixed priority: 10% ``referral``, 20%
 ``followup``, 70% ``public`` (seeded numpy generator).  Two days before the
 clinic day the storm comes: every one of the 200,000 bookings is cancelled
 (per-call ``Engine.cancel``), in a seeded random order over all sessions, one
-per millisecond.  Each cancel frees a slot that goes, inside the same call,
-to the first eligible waiting request of its session (by class, then
-arrival; requests already filled elsewhere are dropped as the pass meets
-them): event ``WAITLIST_FILLED``.
+per millisecond, each naming its account by a fresh string (below).  Each
+cancel frees a slot that goes, inside the same call, to the first eligible
+waiting request of its session (by class, then arrival; requests already
+filled elsewhere are dropped as the pass meets them): event
+``WAITLIST_FILLED``.
 
 Timing: the world (sessions, bookings, the 1M joins) is built once per
 backend, outside the timing; the storm is then split into 10 disjoint rounds
@@ -26,10 +27,17 @@ events but the buffer never holds more than one round's.  The garbage
 collector runs once before the storm and the world's objects are then frozen
 (``gc.freeze``), not collected before each round: a full collection walks
 millions of objects and flushes the engine's hot tables from the cache, a
-cost no host's storm pays between one cancel and the next.  The summary's rate
-is per cancel from the median round; the section below it shows the first,
-median and slowest rounds too (later rounds walk more requests already filled
-through another candidate).  The reference runs the same world scaled down
+cost no host's storm pays between one cancel and the next.  Likewise each
+cancel's account name is a fresh str, decoded from bytes in storm order as a
+host decodes it from the request it serves: equal to the interned name and
+never the same object, so the engine's owner check compares text, never just
+pointers.  (Until this was changed the loop passed the world's own name
+objects, scattered over a million others in random order: taking a reference
+to each cost the benchmark's loop a cache miss per cancel, about a fifth of
+a round, that no host pays; half of them were the interned object itself.)
+The summary's rate is per cancel from the median round; the section below it
+shows the first, median and slowest rounds too (later rounds walk more
+requests already filled through another candidate).  The reference runs the same world scaled down
 20x (500 sessions, 50,000 requests, 10,000 cancels in rounds of 1,000: the same
 listings per session and cancels per slot), so compare *per-cancel* rates.
 
@@ -206,8 +214,11 @@ def build(backend: str) -> Storm:
     after = e.memory_usage() if backend == "core" else None
     assert len(e.events_array()["kind"]) == 0, "a join of a full session emits nothing"
     order = w.cancel_order
+    # Each cancel's account name as a host passes it: decoded from the
+    # request's bytes just before (here: in storm order), so equal to the
+    # interned name but never the same object (see the module docstring).
     return Storm(engine=e, bookings=res.booking[order].tolist(),
-                 accounts=[w.book_accounts[i] for i in order.tolist()],
+                 accounts=[w.book_accounts[i].encode().decode() for i in order.tolist()],
                  per_round=n // N_ROUNDS,
                  memory=(before, after) if before is not None else None,
                  build_s={"sessions+bookings": t1 - t0, "joins": t2 - t1})
