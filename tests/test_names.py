@@ -163,3 +163,31 @@ def test_row_keys_are_dropped_when_the_names_are_bound_again() -> None:
                        e._patients.names)
     assert e._core.cancel_named(b[7], account="acct-7", now=T0 + 50).reason == R.NOT_OWNER
     assert e._core.cancel_named(b[0], account="acct-9", now=T0 + 50).status == S.CANCELLED
+
+
+NI_KEY = 19  # _names.pxi: the longest name kept whole in its index slot
+
+
+def test_index_keeps_short_names_whole_and_finds_long_ones_by_the_list() -> None:
+    """Names of every length around the slot's inline key, ASCII or not, each found
+    from a fresh copy; a name one character off (same length, or one longer or
+    shorter) is another patient."""
+    e = _engine(capacity=200)
+    names = ["p", "q" * (NI_KEY - 1), "r" * NI_KEY, "s" * (NI_KEY + 1), "t" * 64, "病人",
+             "é" * NI_KEY, "patient-" + "x" * 40 + "-ü"]
+    t = T0 + 1
+    for n in names:
+        assert e.book(f"acct-{n}", n, "S", now=t).status == S.BOOKED, n
+        t += 1
+    known = len(e._patients.names)
+    for n in names:
+        r = e.book(_fresh(f"acct-{n}"), _fresh(n), "S", now=t)
+        assert r.reason == R.DUPLICATE_SESSION, n  # found: the same patient
+        t += 1
+    assert len(e._patients.names) == known
+    for n in names:
+        for other in (n[:-1] + "!", n + "!", n[:-1]):
+            if other and other not in names:
+                assert e.book(f"acct2-{other}", other, "S", now=t).status == S.BOOKED, other
+                t += 1
+    e._check_invariants()

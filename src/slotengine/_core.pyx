@@ -1515,7 +1515,7 @@ cdef class Core:
         """The id of a known account name (bound list), or -1."""
         if self._aidx_n < PyList_GET_SIZE(self._acc_names):
             self._index_accounts()
-        return ni_find(self._aidx, name)
+        return ni_find(self._aidx, self._acc_names, name)
 
     cdef inline int32_t _patient_named(self, str name) except -2:
         """The id of a known patient name (bound list), or -1."""
@@ -1777,7 +1777,7 @@ cdef class Core:
             se_prefetch(&self._accts[acc])
             self._cancel_prefetch(<int32_t>b)
             if not nk_is(&self._accts[acc], <str>account):
-                acc = ni_find(self._aidx, <str>account)
+                acc = ni_find(self._aidx, self._acc_names, <str>account)
             if acc >= 0:
                 if self._jst:
                     return self._result_for(j_cancel(self, <int32_t>b, acc, t), <int32_t>b)

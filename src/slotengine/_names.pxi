@@ -2,60 +2,109 @@
 # for book_named and cancel_named.
 #
 # The Engine's names list (bind_names) is the truth and only ever grows, in
-# place; an index follows it lazily (ni_sync, before a look-up) and holds a
-# reference to every name it indexes.  It is a binding, not state: never
-# saved, emptied by bind_names and restore, rebuilt from the list.
+# place; an index follows it lazily (ni_sync, before a look-up).  It is a
+# binding, not state: never saved, emptied by bind_names and restore, rebuilt
+# from the list.
 #
 # Why not the Engine's dict: a look-up in a dict of a million names costs
 # three dependent cache misses (its index, its entry, then the int it
 # holds); here a look-up reads the name's cached hash (the caller's object,
-# usually in cache) and, almost always, one 16-byte slot that holds the id
-# itself.  Open addressing with linear probing, at most half full, so a miss
-# (an unknown name) ends at an empty slot after a probe or two.
+# usually in cache) and, almost always, one 24-byte slot that holds the id
+# and the name itself when it is short ASCII (most ids: phone numbers,
+# 18-digit ID card numbers, short codes).  A host passes names it has just
+# decoded from a request: equal to the indexed name, never the same object,
+# so a slot holding only a pointer to the name would cost a second miss to
+# compare the text.  A longer or non-ASCII name keeps its hash's high bits
+# in the slot and is compared with the bound list's string (that second
+# miss).  Open addressing with linear probing, at most half full, so a miss
+# (an unknown name) ends at an empty slot after a probe or two.  The index
+# holds no references: the bound list owns the names, and only grows.
+
+cdef enum:
+    NI_KEY = 19         # the longest name kept whole in its slot (ASCII)
+    NI_LONG = 0xFF      # NameSlot.len of a longer or non-ASCII name
+
 
 cdef struct NameSlot:
-    # 16 bytes, four a cache line.
-    PyObject* name      # NULL: empty (an owned reference otherwise)
-    int32_t id
-    uint32_t tag        # the hash's high 32 bits: most non-matching slots skip the compare
+    # 24 bytes.
+    int32_t id          # -1: empty
+    uint8_t len         # 1..NI_KEY: key is the name; NI_LONG: key starts with the hash tag
+    char key[NI_KEY]
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    void* PyUnicode_DATA(object o)
+
+
+cdef inline Py_ssize_t ni_short(object name) noexcept:
+    """The name's length if it fits a slot whole (compact ASCII, 1..NI_KEY), else 0."""
+    cdef Py_ssize_t n
+    if not PyUnicode_IS_COMPACT_ASCII(name):
+        return 0
+    n = PyUnicode_GET_LENGTH(name)
+    return n if 0 < n <= NI_KEY else 0
 
 
 cdef inline uint32_t ni_tag(Py_hash_t h) noexcept nogil:
     return <uint32_t>((<uint64_t>h) >> 32)
 
 
-cdef inline int32_t ni_find(const vector[NameSlot]& t, str name) except -2:
-    """The id of ``name`` (an exact str) in index t, or -1."""
+cdef inline int32_t ni_find(const vector[NameSlot]& t, list names, str name) except -2:
+    """The id of ``name`` (an exact str) in index t of ``names``, or -1."""
     cdef Py_hash_t h
     cdef size_t mask, i
-    cdef uint32_t tag
+    cdef uint32_t tag, stag
+    cdef Py_ssize_t n
     cdef const NameSlot* sl
+    cdef const char* data
     if t.size() == 0:
         return -1
     h = hash(name)                     # cached in the str object after its first use
     mask = t.size() - 1
     i = <size_t>h & mask
+    n = ni_short(name)
+    if n:
+        data = <const char*>PyUnicode_DATA(name)
+        while True:
+            sl = &t[i]
+            if sl.id < 0:
+                return -1
+            if sl.len == n and memcmp(sl.key, data, n) == 0:
+                return sl.id
+            i = (i + 1) & mask
     tag = ni_tag(h)
     while True:
         sl = &t[i]
-        if sl.name == NULL:
+        if sl.id < 0:
             return -1
-        if sl.name == <PyObject*>name:
-            return sl.id
-        if sl.tag == tag and (<str>sl.name) == name:
-            return sl.id
+        if sl.len == NI_LONG:
+            memcpy(&stag, sl.key, sizeof(uint32_t))
+            if stag == tag and sl.id < PyList_GET_SIZE(names):
+                if (<object>PyList_GET_ITEM(names, sl.id)) == name:
+                    return sl.id
         i = (i + 1) & mask
 
 
-cdef inline void ni_put(vector[NameSlot]& t, PyObject* name, Py_hash_t h, int32_t id) noexcept:
-    """Insert a name known to be absent (a reference already taken for it)."""
+cdef inline void ni_put(vector[NameSlot]& t, object name, Py_hash_t h, int32_t id) noexcept:
+    """Insert a name known to be absent."""
     cdef size_t mask = t.size() - 1
     cdef size_t i = <size_t>h & mask
-    while t[i].name != NULL:
+    cdef Py_ssize_t n = ni_short(name)
+    cdef uint32_t tag
+    cdef NameSlot* sl
+    while t[i].id >= 0:
         i = (i + 1) & mask
-    t[i].name = name
-    t[i].id = id
-    t[i].tag = ni_tag(h)
+    sl = &t[i]
+    sl.id = id
+    if n:
+        sl.len = <uint8_t>n
+        memcpy(sl.key, PyUnicode_DATA(name), n)
+    else:
+        sl.len = NI_LONG
+        tag = ni_tag(h)
+        memcpy(sl.key, &tag, sizeof(uint32_t))
 
 
 cdef int ni_sync(vector[NameSlot]& t, list names, Py_ssize_t limit,
@@ -66,26 +115,21 @@ cdef int ni_sync(vector[NameSlot]& t, list names, Py_ssize_t limit,
     cdef size_t cap = t.size() if t.size() else 64
     cdef vector[NameSlot] grown
     cdef NameSlot empty
-    cdef PyObject* name
-    cdef Py_hash_t h
     if done[0] >= n:
         return 0
     while cap < <size_t>(2 * n):
         cap *= 2
-    empty.name = NULL
+    memset(&empty, 0, sizeof(NameSlot))
     empty.id = -1
-    empty.tag = 0
     if cap != t.size():
         grown.assign(cap, empty)       # may raise MemoryError: t is unchanged then
-        for k in range(<Py_ssize_t>t.size()):
-            if t[k].name != NULL:
-                ni_put(grown, t[k].name, hash(<object>t[k].name), t[k].id)
+        for k in range(done[0]):       # the indexed names, again, by their ids
+            name = <object>PyList_GET_ITEM(names, k)
+            ni_put(grown, name, hash(name), <int32_t>k)
         t.swap(grown)
     for k in range(done[0], n):
-        name = PyList_GET_ITEM(names, k)
-        h = hash(<object>name)
-        Py_INCREF(<object>name)
-        ni_put(t, name, h, <int32_t>k)
+        name = <object>PyList_GET_ITEM(names, k)
+        ni_put(t, name, hash(name), <int32_t>k)
         done[0] = k + 1
     return 0
 
@@ -96,15 +140,11 @@ cdef inline int32_t ni_lookup(vector[NameSlot]& t, list names, Py_ssize_t limit,
     last look-up first (ni_sync), or -1."""
     if done[0] < PyList_GET_SIZE(names):
         ni_sync(t, names, limit, done)
-    return ni_find(t, name)
+    return ni_find(t, names, name)
 
 
 cdef void ni_clear(vector[NameSlot]& t, Py_ssize_t* done) noexcept:
-    """Drop every reference the index holds and empty it."""
-    cdef size_t k
-    for k in range(t.size()):
-        if t[k].name != NULL:
-            Py_DECREF(<object>t[k].name)
+    """Empty the index."""
     t.clear()
     t.shrink_to_fit()
     done[0] = 0
@@ -118,12 +158,6 @@ cdef void ni_clear(vector[NameSlot]& t, Py_ssize_t* done) noexcept:
 # signal) costs no cache miss, where a look-up in the index costs one, and a
 # second when the caller's string is equal to the indexed one but a
 # different object (what a host that decodes requests passes).
-
-cdef extern from "Python.h":
-    bint PyUnicode_IS_COMPACT_ASCII(object o)
-    Py_ssize_t PyUnicode_GET_LENGTH(object o)
-    void* PyUnicode_DATA(object o)
-
 
 cdef inline void nk_put(Account* ac, object name) noexcept:
     """Keep ``name`` in the account's row if it fits (else no key)."""
