@@ -211,7 +211,7 @@ def _measure(benchmark, report, group: str, backend: str, f: Funded,  # type: ig
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_book_cover(benchmark, report, backend: str) -> None:
     f = funded(N_BOOK)
-    twins = Twins(lambda cover: (f.engine(backend, cover), f.world), _book_all)
+    twins = Twins(lambda cover: (f.engine(backend, cover), f.world.as_host()), _book_all)
     _measure(benchmark, report, "book", backend, f, twins, N_BOOK, ROUNDS[backend])
 
 

@@ -77,7 +77,7 @@ def test_jbook(benchmark, report, tmp_path, backend: str) -> None:
     def setup():  # type: ignore[no-untyped-def]
         e = _engine(backend, w, tmp_path)
         made.append(e)
-        return (e, w), {}
+        return (e, w.as_host()), {}
 
     warm, rounds = ROUNDS[backend]
     e = benchmark.pedantic(_book_all, setup=setup, rounds=rounds, warmup_rounds=warm)
@@ -117,7 +117,8 @@ def test_replay(benchmark, report, tmp_path, backend: str) -> None:
     if backend != "core":
         # the in-memory engines re-running the same bookings through the API
         warm, rounds = ROUNDS[backend]
-        benchmark.pedantic(_book_all, setup=lambda: ((_engine(backend, w, tmp_path), w), {}),
+        benchmark.pedantic(_book_all,
+                           setup=lambda: ((_engine(backend, w, tmp_path), w.as_host()), {}),
                            rounds=rounds, warmup_rounds=warm)
         report.record("replay", backend, N_REPLAY, benchmark, TARGETS["replay"])
         return
@@ -188,7 +189,8 @@ def test_modes(report, tmp_path) -> None:
             e = (_engine("memory", w, tmp_path) if mode == "memory"
                  else _engine("durable", w, tmp_path, durability=mode))
             book = e.book
-            rows = list(zip(w.accounts, w.patients, w.sessions, w.nows))[:n]
+            h = w.as_host()
+            rows = list(zip(h.accounts, h.patients, h.sessions, h.nows))[:n]
             t0 = time.perf_counter()
             for a, p, s, t in rows:
                 book(a, p, s, "app", now=t)

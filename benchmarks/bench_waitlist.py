@@ -28,10 +28,10 @@ collector runs once before the storm and the world's objects are then frozen
 (``gc.freeze``), not collected before each round: a full collection walks
 millions of objects and flushes the engine's hot tables from the cache, a
 cost no host's storm pays between one cancel and the next.  Likewise each
-cancel's account name is a fresh str, decoded from bytes in storm order as a
-host decodes it from the request it serves: equal to the interned name and
-never the same object, so the engine's owner check compares text, never just
-pointers.  (Until this was changed the loop passed the world's own name
+cancel's account name is a fresh str (bench_book's ``host_strings``), decoded
+from bytes in storm order as a host decodes it from the request it serves:
+equal to the interned name and never the same object, so the engine's owner
+check compares text, never just pointers.  (Until this was changed the loop passed the world's own name
 objects, scattered over a million others in random order: taking a reference
 to each cost the benchmark's loop a cache miss per cancel, about a fifth of
 a round, that no host pays; half of them were the interned object itself.)
@@ -62,7 +62,7 @@ import numpy as np
 import pytest
 
 import slotengine as se
-from bench_book import CLINIC_DAY, RELEASE, SLOTS
+from bench_book import CLINIC_DAY, RELEASE, SLOTS, host_strings
 from bench_book import session_specs as book_grid
 
 # The session grid, its clinic day and its 08:30 release are bench_book's.
@@ -214,11 +214,9 @@ def build(backend: str) -> Storm:
     after = e.memory_usage() if backend == "core" else None
     assert len(e.events_array()["kind"]) == 0, "a join of a full session emits nothing"
     order = w.cancel_order
-    # Each cancel's account name as a host passes it: decoded from the
-    # request's bytes just before (here: in storm order), so equal to the
-    # interned name but never the same object (see the module docstring).
+    # Each cancel's account name as a host passes it (see the module docstring).
     return Storm(engine=e, bookings=res.booking[order].tolist(),
-                 accounts=[w.book_accounts[i].encode().decode() for i in order.tolist()],
+                 accounts=host_strings([w.book_accounts[i] for i in order.tolist()]),
                  per_round=n // N_ROUNDS,
                  memory=(before, after) if before is not None else None,
                  build_s={"sessions+bookings": t1 - t0, "joins": t2 - t1})
