@@ -20,7 +20,7 @@ import pytest
 import slotengine as se
 from slotengine import Reason as R
 from slotengine import Status as S
-from slotengine.errors import InvalidArgument, InvalidType, UnknownAccount
+from slotengine.errors import InvalidArgument, InvalidType, UnknownAccount, UnknownSession
 from slotengine.times import DAY, MINUTE
 
 T0 = 1_700_000_000_000
@@ -191,3 +191,22 @@ def test_index_keeps_short_names_whole_and_finds_long_ones_by_the_list() -> None
                 assert e.book(f"acct2-{other}", other, "S", now=t).status == S.BOOKED, other
                 t += 1
     e._check_invariants()
+
+
+def test_session_names_are_indexed_too() -> None:
+    """Sessions added after the first booking, equal strings that are other objects,
+    a str subclass (the dict path) and an unknown session (the checked path, state
+    unchanged) all answer as the Engine's dict would."""
+    e = _engine()
+    assert e.book("a1", "p1", _fresh("S"), now=T0 + 1).status == S.BOOKED
+    for k in range(100):  # the session index grows through a resize
+        e.add_session(f"S-{k}", hospital="H", department=f"D{k}", doctor="Dr",
+                      starts_at=T0 + 2 * DAY, capacity=5, fee=0, release={"app": T0}, now=T0 + 2)
+    r = e.book("a2", "p2", _fresh("S-77"), now=T0 + 3)
+    assert r.status == S.BOOKED and e.booking(r.booking).session == "S-77"
+    r = e.book("a3", "p3", _Name("S-5"), now=T0 + 4)
+    assert r.status == S.BOOKED and e.booking(r.booking).session == "S-5"
+    before = e.state_hash()
+    with pytest.raises(UnknownSession):
+        e.book("a4", "p4", "S-100", now=T0 + 5)
+    assert e.state_hash() == before

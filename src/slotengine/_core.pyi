@@ -85,6 +85,7 @@ class Core:
         slow_cancel: Callable[[Any, Any, Any], Any] | None = None,
         account_names: list[str] | None = None,
         patient_names: list[str] | None = None,
+        session_names: list[str] | None = None,
     ) -> None: ...
     def index_names(self) -> None: ...
     def book_named(

@@ -174,10 +174,13 @@ cdef class Core:
     cdef dict _acc_ids, _pat_ids, _ses_ids, _chan_ids
     cdef list _acc_names              # account id -> name (the Engine's list; None: unbound)
     cdef list _pat_names              # patient id -> name (likewise)
+    cdef list _ses_names              # session id -> name (likewise)
     cdef vector[NameSlot] _aidx       # name -> id indexes of those lists (_names.pxi)
     cdef vector[NameSlot] _pidx
+    cdef vector[NameSlot] _sidx
     cdef Py_ssize_t _aidx_n           # names [0, _aidx_n) of _acc_names are in _aidx
     cdef Py_ssize_t _pidx_n
+    cdef Py_ssize_t _sidx_n
     cdef object _slow_book, _slow_cancel
 
     # -- policy (read once from CorePolicy) --
@@ -1456,23 +1459,25 @@ cdef class Core:
 
     def bind_names(self, dict accounts, dict patients, dict sessions, dict channels,
                    slow_book, slow_cancel=None, list account_names=None,
-                   list patient_names=None):
+                   list patient_names=None, list session_names=None):
         """Let ``book_named`` and ``cancel_named`` read the Engine's intern tables
         (str -> dense id).
 
         ``slow_book(account, patient, session, channel, now, hold)`` and
         ``slow_cancel(booking, account, now)`` handle every call the fast
         paths do not: a new or bad id, a datetime, a bad ``hold``, time out of
-        range.  ``account_names`` and ``patient_names`` (optional) are the
-        inverses of ``accounts`` and ``patients`` (``account_names[i]`` is the
-        name with id i); each is indexed here (_names.pxi) as it grows, so a
-        known name costs one cache miss, not a dict's three.  The dicts and
-        the lists are shared, not copied, and may only grow, in place.
+        range.  ``account_names``, ``patient_names`` and ``session_names``
+        (optional) are the inverses of ``accounts``, ``patients`` and
+        ``sessions`` (``account_names[i]`` is the name with id i); each is
+        indexed here (_names.pxi) as it grows, so a known name costs one cache
+        miss, not a dict's three.  The dicts and the lists are shared, not
+        copied, and may only grow, in place.
         """
         self._drop_names()
         self._acc_ids = accounts
         self._acc_names = account_names
         self._pat_names = patient_names
+        self._ses_names = session_names
         self._pat_ids = patients
         self._ses_ids = sessions
         self._chan_ids = channels
@@ -1491,6 +1496,7 @@ cdef class Core:
             self._accts[k].key_len = 0
         ni_clear(self._aidx, &self._aidx_n)
         ni_clear(self._pidx, &self._pidx_n)
+        ni_clear(self._sidx, &self._sidx_n)
 
     def index_names(self):
         """Index the names bound lists gained since the last look-up (book_named and
@@ -1501,6 +1507,9 @@ cdef class Core:
         if self._pat_names is not None:
             ni_sync(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
                     &self._pidx_n)
+        if self._ses_names is not None:
+            ni_sync(self._sidx, self._ses_names, <Py_ssize_t>self._sessions.size(),
+                    &self._sidx_n)
 
     cdef int _index_accounts(self) except -1:
         """Index the bound account names not indexed yet, and key their rows."""
@@ -1522,20 +1531,32 @@ cdef class Core:
         return ni_lookup(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
                          &self._pidx_n, name)
 
+    cdef inline int32_t _session_named(self, str name) except -2:
+        """The id of a known session name (bound list), or -1."""
+        return ni_lookup(self._sidx, self._ses_names, <Py_ssize_t>self._sessions.size(),
+                         &self._sidx_n, name)
+
     def book_named(self, account, patient, session, channel=None, *, now, hold=False):
         """``Engine.book`` without a Python frame: string ids looked up here, in C.
 
         Known ids, int ``now`` in range and a bool ``hold`` go straight to the
         command path; anything else goes to the Engine's checked slow path.
         """
-        cdef object x, s = None, c = None
-        cdef int32_t a = -1, p = -1, sid
+        cdef object x, c = None
+        cdef int32_t a = -1, p = -1, sid = -1
         cdef long long t = 0
         cdef int over = 0
         cdef BookOut out
         cdef int code
         cdef Result r
         try:
+            if (type(account) is str and type(patient) is str and type(session) is str
+                    and self._acc_names is not None and self._pat_names is not None
+                    and self._ses_names is not None):
+                # The three look-ups are independent: start their cache misses together.
+                ni_touch(self._aidx, <str>account)
+                ni_touch(self._pidx, <str>patient)
+                ni_touch(self._sidx, <str>session)
             if type(account) is str and self._acc_names is not None:
                 a = self._account_named(<str>account)
             else:
@@ -1548,13 +1569,18 @@ cdef class Core:
                 x = self._pat_ids.get(patient)
                 if x is not None:
                     p = <int32_t>x
-            s = self._ses_ids.get(session)
+            if type(session) is str and self._ses_names is not None:
+                sid = self._session_named(<str>session)
+            else:
+                x = self._ses_ids.get(session)
+                if x is not None:
+                    sid = <int32_t>x
             c = self._pub if channel is None else self._chan_ids.get(channel)
         except TypeError:  # an unhashable id: let the slow path name the error
             a = -1
         if type(now) is int:
             t = PyLong_AsLongLongAndOverflow(now, &over)
-        if (a < 0 or p < 0 or s is None or c is None or type(now) is not int or over
+        if (a < 0 or p < 0 or sid < 0 or c is None or type(now) is not int or over
                 or (hold is not True and hold is not False)
                 or t < self._now or t > _MAX_MS_C):
             # the slow path journals through book (and ensure_*); refuse before it
@@ -1562,7 +1588,6 @@ cdef class Core:
             if self._jst == J_FAILED:
                 j_raise(self)
             return self._slow_book(account, patient, session, channel, now, hold)
-        sid = <int32_t>s
         if self._jst:
             return j_book(self, a, p, sid, <int32_t>c, t, hold is True)
         if self._cover:
@@ -3241,7 +3266,8 @@ cdef class Core:
             "timers": self._timers.capacity() * sizeof(Timer),
             "events": self._events.capacity() * sizeof(Event),
             "known": self._known.capacity() * sizeof(uint64_t),
-            "names": (self._aidx.capacity() + self._pidx.capacity()) * sizeof(NameSlot),
+            "names": (self._aidx.capacity() + self._pidx.capacity() + self._sidx.capacity())
+            * sizeof(NameSlot),
             "waitlist": self._requests.capacity() * sizeof(Request)
             + self._rq_cold.capacity() * sizeof(RequestCold)
             + (self._wq.capacity() + self._wq_keep.capacity()) * sizeof(WlEntry)

@@ -1,5 +1,5 @@
-# Name indexes (included by _core.pyx): account and patient name -> dense id,
-# for book_named and cancel_named.
+# Name indexes (included by _core.pyx): account, patient and session name ->
+# dense id, for book_named and cancel_named.
 #
 # The Engine's names list (bind_names) is the truth and only ever grows, in
 # place; an index follows it lazily (ni_sync, before a look-up).  It is a
@@ -85,6 +85,13 @@ cdef inline int32_t ni_find(const vector[NameSlot]& t, list names, str name) exc
                 if (<object>PyList_GET_ITEM(names, sl.id)) == name:
                     return sl.id
         i = (i + 1) & mask
+
+
+cdef inline int ni_touch(const vector[NameSlot]& t, str name) except -1:
+    """Prefetch the slot a look-up of ``name`` starts at (and cache its hash)."""
+    if t.size():
+        se_prefetch(&t[<size_t>hash(name) & (t.size() - 1)])
+    return 0
 
 
 cdef inline void ni_put(vector[NameSlot]& t, object name, Py_hash_t h, int32_t id) noexcept:

@@ -371,7 +371,8 @@ class Engine:
             # checked slow path for anything else: no Python frame per booking.
             self._core.bind_names(self._account_ids, self._patient_ids, self._session_ids,
                                   self._channels, self._book_new_ids, self._cancel_checked,
-                                  self._accounts.names, self._patients.names)
+                                  self._accounts.names, self._patients.names,
+                                  self._sessions.names)
             self._index_names = self._core.index_names
             self.book = self._core.book_named  # type: ignore[method-assign]
             self.cancel = self._core.cancel_named  # type: ignore[method-assign]
