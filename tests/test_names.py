@@ -210,3 +210,24 @@ def test_session_names_are_indexed_too() -> None:
     with pytest.raises(UnknownSession):
         e.book("a4", "p4", "S-100", now=T0 + 5)
     assert e.state_hash() == before
+
+
+def test_short_names_hash_by_a_per_core_seed_and_still_agree() -> None:
+    """Two engines (two random seeds: the index's layout differs) given the same
+    names in the same order give every name the same id, and find each from a fresh
+    copy; names that differ in one byte anywhere, or only in length (trailing
+    zero-padding in the slot), are told apart."""
+    base = [f"{p}{k:06d}" for p in ("A", "AA", "13800", "x" * 12) for k in range(300)]
+    tricky = ["0", "00", "000", "a" * NI_KEY, "a" * (NI_KEY - 1), "a" * (NI_KEY - 1) + "b"]
+    names = base + tricky
+    engines = [_engine(), _engine()]
+    for e in engines:
+        assert (e.intern_patients(names) == np.arange(len(names))).all()
+    for e in engines:
+        for k in range(0, len(names), 37):
+            r = e.book(_fresh(f"acct-{k}"), _fresh(names[k]), "S", now=T0 + 1 + k)
+            assert r.status == S.BOOKED and e.booking(r.booking).patient == names[k], names[k]
+        for k, n in enumerate(tricky):
+            r = e.book(f"acct-t{k}", _fresh(n), "S", now=T0 + 5000 + k)
+            assert e.booking(r.booking).patient == n
+        assert len(e._patients.names) == len(names)

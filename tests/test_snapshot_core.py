@@ -464,7 +464,8 @@ SCRATCH = ["_scratch", "_shuf", "_wq_keep", "_rq_scratch", "_left"]
 #: bind_names' objects and the name indexes built from them: not saved
 BINDINGS = [
     "_acc_ids", "_pat_ids", "_ses_ids", "_chan_ids", "_acc_names", "_pat_names", "_ses_names",
-    "_aidx", "_pidx", "_sidx", "_aidx_n", "_pidx_n", "_sidx_n", "_slow_book", "_slow_cancel",
+    "_aidx", "_pidx", "_sidx", "_aidx_n", "_pidx_n", "_sidx_n", "_nseed", "_slow_book",
+    "_slow_cancel",
 ]
 #: the journal writer (_journal.pxi): where records go, not engine state
 JOURNAL = ["_jst", "_jrec", "_jsize", "_jbuf", "_jpos", "_jcap", "_jseq", "_jsync_every",

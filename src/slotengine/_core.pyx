@@ -59,6 +59,7 @@ from libcpp.pair cimport pair
 from libcpp.vector cimport vector
 
 from operator import index as _index
+from os import urandom as _urandom
 
 import numpy as np
 
@@ -181,6 +182,7 @@ cdef class Core:
     cdef Py_ssize_t _aidx_n           # names [0, _aidx_n) of _acc_names are in _aidx
     cdef Py_ssize_t _pidx_n
     cdef Py_ssize_t _sidx_n
+    cdef uint64_t _nseed[4]           # the indexes' hash seed for short names (random)
     cdef object _slow_book, _slow_cancel
 
     # -- policy (read once from CorePolicy) --
@@ -315,6 +317,9 @@ cdef class Core:
 
     def __init__(self, policy, seed):
         cdef int64_t count, window
+        cdef int k
+        for k in range(4):   # not the engine's generator: the index is not state
+            self._nseed[k] = int.from_bytes(_urandom(8), "little")
         if isinstance(seed, bool) or not hasattr(type(seed), "__index__"):
             raise InvalidType(f"seed must be an int, not {type(seed).__name__}")
         seed = _index(seed)
@@ -1505,16 +1510,16 @@ cdef class Core:
         if self._acc_names is not None:
             self._index_accounts()
         if self._pat_names is not None:
-            ni_sync(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
-                    &self._pidx_n)
+            ni_sync(self._pidx, self._nseed, self._pat_names,
+                    <Py_ssize_t>self._patients.size(), &self._pidx_n)
         if self._ses_names is not None:
-            ni_sync(self._sidx, self._ses_names, <Py_ssize_t>self._sessions.size(),
-                    &self._sidx_n)
+            ni_sync(self._sidx, self._nseed, self._ses_names,
+                    <Py_ssize_t>self._sessions.size(), &self._sidx_n)
 
     cdef int _index_accounts(self) except -1:
         """Index the bound account names not indexed yet, and key their rows."""
         cdef Py_ssize_t k, k0 = self._aidx_n
-        ni_sync(self._aidx, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
+        ni_sync(self._aidx, self._nseed, self._acc_names, <Py_ssize_t>self._acct_hist.size(),
                 &self._aidx_n)
         for k in range(k0, self._aidx_n):
             nk_put(&self._accts[k], <object>PyList_GET_ITEM(self._acc_names, k))
@@ -1522,19 +1527,46 @@ cdef class Core:
 
     cdef inline int32_t _account_named(self, str name) except -2:
         """The id of a known account name (bound list), or -1."""
+        cdef NameProbe pr
         if self._aidx_n < PyList_GET_SIZE(self._acc_names):
             self._index_accounts()
-        return ni_find(self._aidx, self._acc_names, name)
+        ni_probe(self._nseed, name, &pr)
+        return ni_find(self._aidx, self._acc_names, name, &pr)
 
     cdef inline int32_t _patient_named(self, str name) except -2:
         """The id of a known patient name (bound list), or -1."""
-        return ni_lookup(self._pidx, self._pat_names, <Py_ssize_t>self._patients.size(),
-                         &self._pidx_n, name)
+        return ni_lookup(self._pidx, self._nseed, self._pat_names,
+                         <Py_ssize_t>self._patients.size(), &self._pidx_n, name)
 
     cdef inline int32_t _session_named(self, str name) except -2:
         """The id of a known session name (bound list), or -1."""
-        return ni_lookup(self._sidx, self._ses_names, <Py_ssize_t>self._sessions.size(),
-                         &self._sidx_n, name)
+        return ni_lookup(self._sidx, self._nseed, self._ses_names,
+                         <Py_ssize_t>self._sessions.size(), &self._sidx_n, name)
+
+    cdef int _named_three(self, str account, str patient, str session,
+                          int32_t* a, int32_t* p, int32_t* sid) except -1:
+        """book_named's three look-ups when all are str and all lists are bound: the
+        three probes first, their slots prefetched together (independent cache
+        misses that overlap), then the three finds."""
+        cdef NameProbe pa, pp, ps
+        if self._aidx_n < PyList_GET_SIZE(self._acc_names):
+            self._index_accounts()
+        if self._pidx_n < PyList_GET_SIZE(self._pat_names):
+            ni_sync(self._pidx, self._nseed, self._pat_names,
+                    <Py_ssize_t>self._patients.size(), &self._pidx_n)
+        if self._sidx_n < PyList_GET_SIZE(self._ses_names):
+            ni_sync(self._sidx, self._nseed, self._ses_names,
+                    <Py_ssize_t>self._sessions.size(), &self._sidx_n)
+        ni_probe(self._nseed, account, &pa)
+        ni_touch(self._aidx, &pa)
+        ni_probe(self._nseed, patient, &pp)
+        ni_touch(self._pidx, &pp)
+        ni_probe(self._nseed, session, &ps)
+        ni_touch(self._sidx, &ps)
+        a[0] = ni_find(self._aidx, self._acc_names, account, &pa)
+        p[0] = ni_find(self._pidx, self._pat_names, patient, &pp)
+        sid[0] = ni_find(self._sidx, self._ses_names, session, &ps)
+        return 0
 
     def book_named(self, account, patient, session, channel=None, *, now, hold=False):
         """``Engine.book`` without a Python frame: string ids looked up here, in C.
@@ -1553,28 +1585,26 @@ cdef class Core:
             if (type(account) is str and type(patient) is str and type(session) is str
                     and self._acc_names is not None and self._pat_names is not None
                     and self._ses_names is not None):
-                # The three look-ups are independent: start their cache misses together.
-                ni_touch(self._aidx, <str>account)
-                ni_touch(self._pidx, <str>patient)
-                ni_touch(self._sidx, <str>session)
-            if type(account) is str and self._acc_names is not None:
-                a = self._account_named(<str>account)
+                self._named_three(<str>account, <str>patient, <str>session, &a, &p, &sid)
             else:
-                x = self._acc_ids.get(account)
-                if x is not None:
-                    a = <int32_t>x
-            if type(patient) is str and self._pat_names is not None:
-                p = self._patient_named(<str>patient)
-            else:
-                x = self._pat_ids.get(patient)
-                if x is not None:
-                    p = <int32_t>x
-            if type(session) is str and self._ses_names is not None:
-                sid = self._session_named(<str>session)
-            else:
-                x = self._ses_ids.get(session)
-                if x is not None:
-                    sid = <int32_t>x
+                if type(account) is str and self._acc_names is not None:
+                    a = self._account_named(<str>account)
+                else:
+                    x = self._acc_ids.get(account)
+                    if x is not None:
+                        a = <int32_t>x
+                if type(patient) is str and self._pat_names is not None:
+                    p = self._patient_named(<str>patient)
+                else:
+                    x = self._pat_ids.get(patient)
+                    if x is not None:
+                        p = <int32_t>x
+                if type(session) is str and self._ses_names is not None:
+                    sid = self._session_named(<str>session)
+                else:
+                    x = self._ses_ids.get(session)
+                    if x is not None:
+                        sid = <int32_t>x
             c = self._pub if channel is None else self._chan_ids.get(channel)
         except TypeError:  # an unhashable id: let the slow path name the error
             a = -1
@@ -1802,7 +1832,7 @@ cdef class Core:
             se_prefetch(&self._accts[acc])
             self._cancel_prefetch(<int32_t>b)
             if not nk_is(&self._accts[acc], <str>account):
-                acc = ni_find(self._aidx, self._acc_names, <str>account)
+                acc = self._account_named(<str>account)
             if acc >= 0:
                 if self._jst:
                     return self._result_for(j_cancel(self, <int32_t>b, acc, t), <int32_t>b)

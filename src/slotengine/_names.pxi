@@ -11,7 +11,9 @@
 # holds); here a look-up reads the name's cached hash (the caller's object,
 # usually in cache) and, almost always, one 24-byte slot that holds the id
 # and the name itself when it is short ASCII (most ids: phone numbers,
-# 18-digit ID card numbers, short codes).  A host passes names it has just
+# 18-digit ID card numbers, short codes).  A short name is hashed from its
+# bytes with a per-Core random seed (ni_probe): a host's fresh str has no
+# cached hash, and computing Python's (SipHash) cost more than the look-up.  A host passes names it has just
 # decoded from a request: equal to the indexed name, never the same object,
 # so a slot holding only a pointer to the name would cost a second miss to
 # compare the text.  A longer or non-ASCII name keeps its hash's high bits
@@ -38,43 +40,76 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object o)
 
 
-cdef inline Py_ssize_t ni_short(object name) noexcept:
-    """The name's length if it fits a slot whole (compact ASCII, 1..NI_KEY), else 0."""
-    cdef Py_ssize_t n
-    if not PyUnicode_IS_COMPACT_ASCII(name):
+cdef extern from *:
+    """
+    /* The high and low halves of a 64 x 64-bit product, folded: the mixing
+       step of the index's hash of short names. */
+    static inline uint64_t se_mum(uint64_t a, uint64_t b) {
+        __uint128_t r = (__uint128_t)a * b;
+        return (uint64_t)r ^ (uint64_t)(r >> 64);
+    }
+    """
+    uint64_t se_mum(uint64_t a, uint64_t b) noexcept nogil
+
+
+cdef struct NameProbe:
+    # One look-up's key: a short name's bytes (zero-padded) and length, or
+    # n = 0 for a long one; h, the hash the slot index comes from.
+    uint64_t h
+    Py_ssize_t n
+    char buf[24]
+
+
+cdef inline int ni_probe(const uint64_t* seed, object name, NameProbe* pr) except -1:
+    """Fill pr for ``name`` (an exact str).  A short name is hashed here from its
+    bytes with the Core's random seed, which is cheaper than the str's own hash for
+    the fresh objects hosts pass (never hashed before); a long one by its str hash."""
+    cdef Py_ssize_t n = 0
+    cdef uint64_t w[3]
+    if PyUnicode_IS_COMPACT_ASCII(name):
+        n = PyUnicode_GET_LENGTH(name)
+        if n > NI_KEY:
+            n = 0
+    pr.n = n
+    if n == 0:
+        pr.h = <uint64_t>hash(name)
         return 0
-    n = PyUnicode_GET_LENGTH(name)
-    return n if 0 < n <= NI_KEY else 0
+    memset(pr.buf, 0, 24)
+    memcpy(pr.buf, PyUnicode_DATA(name), n)
+    memcpy(w, pr.buf, 24)
+    pr.h = se_mum(w[0] ^ seed[0], w[1] ^ seed[1]) ^ se_mum(w[2] ^ seed[2], <uint64_t>n ^ seed[3])
+    return 0
 
 
-cdef inline uint32_t ni_tag(Py_hash_t h) noexcept nogil:
-    return <uint32_t>((<uint64_t>h) >> 32)
+cdef inline uint32_t ni_tag(uint64_t h) noexcept nogil:
+    return <uint32_t>(h >> 32)
 
 
-cdef inline int32_t ni_find(const vector[NameSlot]& t, list names, str name) except -2:
-    """The id of ``name`` (an exact str) in index t of ``names``, or -1."""
-    cdef Py_hash_t h
+cdef inline void ni_touch(const vector[NameSlot]& t, const NameProbe* pr) noexcept nogil:
+    """Prefetch the slot a look-up of pr starts at."""
+    if t.size():
+        se_prefetch(&t[<size_t>pr.h & (t.size() - 1)])
+
+
+cdef inline int32_t ni_find(const vector[NameSlot]& t, list names, object name,
+                            const NameProbe* pr) except -2:
+    """The id of ``name`` (an exact str, probe pr) in index t of ``names``, or -1."""
     cdef size_t mask, i
     cdef uint32_t tag, stag
-    cdef Py_ssize_t n
     cdef const NameSlot* sl
-    cdef const char* data
     if t.size() == 0:
         return -1
-    h = hash(name)                     # cached in the str object after its first use
     mask = t.size() - 1
-    i = <size_t>h & mask
-    n = ni_short(name)
-    if n:
-        data = <const char*>PyUnicode_DATA(name)
+    i = <size_t>pr.h & mask
+    if pr.n:
         while True:
             sl = &t[i]
             if sl.id < 0:
                 return -1
-            if sl.len == n and memcmp(sl.key, data, n) == 0:
+            if sl.len == pr.n and memcmp(sl.key, pr.buf, NI_KEY) == 0:  # zero-padded
                 return sl.id
             i = (i + 1) & mask
-    tag = ni_tag(h)
+    tag = ni_tag(pr.h)
     while True:
         sl = &t[i]
         if sl.id < 0:
@@ -87,34 +122,26 @@ cdef inline int32_t ni_find(const vector[NameSlot]& t, list names, str name) exc
         i = (i + 1) & mask
 
 
-cdef inline int ni_touch(const vector[NameSlot]& t, str name) except -1:
-    """Prefetch the slot a look-up of ``name`` starts at (and cache its hash)."""
-    if t.size():
-        se_prefetch(&t[<size_t>hash(name) & (t.size() - 1)])
-    return 0
-
-
-cdef inline void ni_put(vector[NameSlot]& t, object name, Py_hash_t h, int32_t id) noexcept:
-    """Insert a name known to be absent."""
+cdef inline void ni_put(vector[NameSlot]& t, const NameProbe* pr, int32_t id) noexcept nogil:
+    """Insert a name known to be absent (its probe pr) into an empty, zeroed slot."""
     cdef size_t mask = t.size() - 1
-    cdef size_t i = <size_t>h & mask
-    cdef Py_ssize_t n = ni_short(name)
+    cdef size_t i = <size_t>pr.h & mask
     cdef uint32_t tag
     cdef NameSlot* sl
     while t[i].id >= 0:
         i = (i + 1) & mask
     sl = &t[i]
     sl.id = id
-    if n:
-        sl.len = <uint8_t>n
-        memcpy(sl.key, PyUnicode_DATA(name), n)
+    if pr.n:
+        sl.len = <uint8_t>pr.n
+        memcpy(sl.key, pr.buf, NI_KEY)
     else:
         sl.len = NI_LONG
-        tag = ni_tag(h)
+        tag = ni_tag(pr.h)
         memcpy(sl.key, &tag, sizeof(uint32_t))
 
 
-cdef int ni_sync(vector[NameSlot]& t, list names, Py_ssize_t limit,
+cdef int ni_sync(vector[NameSlot]& t, const uint64_t* seed, list names, Py_ssize_t limit,
                  Py_ssize_t* done) except -1:
     """Index names[done:limit] (the list only grows; limit: the ids the core has room
     for): ids are list positions.  O(new names), O(all names) when the table doubles."""
@@ -122,6 +149,7 @@ cdef int ni_sync(vector[NameSlot]& t, list names, Py_ssize_t limit,
     cdef size_t cap = t.size() if t.size() else 64
     cdef vector[NameSlot] grown
     cdef NameSlot empty
+    cdef NameProbe pr
     if done[0] >= n:
         return 0
     while cap < <size_t>(2 * n):
@@ -131,23 +159,25 @@ cdef int ni_sync(vector[NameSlot]& t, list names, Py_ssize_t limit,
     if cap != t.size():
         grown.assign(cap, empty)       # may raise MemoryError: t is unchanged then
         for k in range(done[0]):       # the indexed names, again, by their ids
-            name = <object>PyList_GET_ITEM(names, k)
-            ni_put(grown, name, hash(name), <int32_t>k)
+            ni_probe(seed, <object>PyList_GET_ITEM(names, k), &pr)
+            ni_put(grown, &pr, <int32_t>k)
         t.swap(grown)
     for k in range(done[0], n):
-        name = <object>PyList_GET_ITEM(names, k)
-        ni_put(t, name, hash(name), <int32_t>k)
+        ni_probe(seed, <object>PyList_GET_ITEM(names, k), &pr)
+        ni_put(t, &pr, <int32_t>k)
         done[0] = k + 1
     return 0
 
 
-cdef inline int32_t ni_lookup(vector[NameSlot]& t, list names, Py_ssize_t limit,
-                              Py_ssize_t* done, str name) except -2:
+cdef inline int32_t ni_lookup(vector[NameSlot]& t, const uint64_t* seed, list names,
+                              Py_ssize_t limit, Py_ssize_t* done, str name) except -2:
     """The id of ``name`` in index t of ``names``, indexing the names added since the
     last look-up first (ni_sync), or -1."""
+    cdef NameProbe pr
     if done[0] < PyList_GET_SIZE(names):
-        ni_sync(t, names, limit, done)
-    return ni_find(t, names, name)
+        ni_sync(t, seed, names, limit, done)
+    ni_probe(seed, name, &pr)
+    return ni_find(t, names, name, &pr)
 
 
 cdef void ni_clear(vector[NameSlot]& t, Py_ssize_t* done) noexcept:
