@@ -1574,7 +1574,7 @@ cdef class Core:
         Known ids, int ``now`` in range and a bool ``hold`` go straight to the
         command path; anything else goes to the Engine's checked slow path.
         """
-        cdef object x, c = None
+        cdef object c = None
         cdef int32_t a = -1, p = -1, sid = -1
         cdef long long t = 0
         cdef int over = 0
@@ -1586,25 +1586,16 @@ cdef class Core:
                     and self._acc_names is not None and self._pat_names is not None
                     and self._ses_names is not None):
                 self._named_three(<str>account, <str>patient, <str>session, &a, &p, &sid)
-            else:
-                if type(account) is str and self._acc_names is not None:
-                    a = self._account_named(<str>account)
-                else:
-                    x = self._acc_ids.get(account)
-                    if x is not None:
-                        a = <int32_t>x
-                if type(patient) is str and self._pat_names is not None:
-                    p = self._patient_named(<str>patient)
-                else:
-                    x = self._pat_ids.get(patient)
-                    if x is not None:
-                        p = <int32_t>x
-                if type(session) is str and self._ses_names is not None:
-                    sid = self._session_named(<str>session)
-                else:
-                    x = self._ses_ids.get(session)
-                    if x is not None:
-                        sid = <int32_t>x
+            else:   # one at a time: the index for a str of a bound list, else the dict
+                a = (self._account_named(<str>account)
+                     if type(account) is str and self._acc_names is not None
+                     else _dict_id(self._acc_ids, account))
+                p = (self._patient_named(<str>patient)
+                     if type(patient) is str and self._pat_names is not None
+                     else _dict_id(self._pat_ids, patient))
+                sid = (self._session_named(<str>session)
+                       if type(session) is str and self._ses_names is not None
+                       else _dict_id(self._ses_ids, session))
             c = self._pub if channel is None else self._chan_ids.get(channel)
         except TypeError:  # an unhashable id: let the slow path name the error
             a = -1

@@ -169,6 +169,12 @@ cdef int ni_sync(vector[NameSlot]& t, const uint64_t* seed, list names, Py_ssize
     return 0
 
 
+cdef inline int32_t _dict_id(dict ids, object name) except -2:
+    """The id a dict of names gives ``name``, or -1 (TypeError for an unhashable one)."""
+    cdef object x = ids.get(name)
+    return -1 if x is None else <int32_t>x
+
+
 cdef inline int32_t ni_lookup(vector[NameSlot]& t, const uint64_t* seed, list names,
                               Py_ssize_t limit, Py_ssize_t* done, str name) except -2:
     """The id of ``name`` in index t of ``names``, indexing the names added since the
