@@ -8,19 +8,19 @@
 #
 # Why not the Engine's dict: a look-up in a dict of a million names costs
 # three dependent cache misses (its index, its entry, then the int it
-# holds); here a look-up reads the name's cached hash (the caller's object,
-# usually in cache) and, almost always, one 24-byte slot that holds the id
-# and the name itself when it is short ASCII (most ids: phone numbers,
-# 18-digit ID card numbers, short codes).  A short name is hashed from its
-# bytes with a per-Core random seed (ni_probe): a host's fresh str has no
-# cached hash, and computing Python's (SipHash) cost more than the look-up.  A host passes names it has just
-# decoded from a request: equal to the indexed name, never the same object,
-# so a slot holding only a pointer to the name would cost a second miss to
-# compare the text.  A longer or non-ASCII name keeps its hash's high bits
-# in the slot and is compared with the bound list's string (that second
-# miss).  Open addressing with linear probing, at most half full, so a miss
-# (an unknown name) ends at an empty slot after a probe or two.  The index
-# holds no references: the bound list owns the names, and only grows.
+# holds); here it costs, almost always, one: a 24-byte slot that holds the
+# id and, when the name is short ASCII (most ids: phone numbers, 18-digit ID
+# card numbers, short codes), the name itself.  A host passes names it has
+# just decoded from a request: equal to the indexed name, never the same
+# object, so a slot holding only a pointer to the name would cost a second
+# miss to compare the text; and such a str has no cached hash, so a short
+# name is hashed here from its bytes with a per-Core random seed (ni_probe),
+# cheaper than Python's SipHash and not open to chosen collisions.  A longer
+# or non-ASCII name keeps its str hash's high bits in the slot and is
+# compared with the bound list's string (that second miss).  Open addressing
+# with linear probing, at most half full, so a miss (an unknown name) ends
+# at an empty slot after a probe or two.  The index holds no references: the
+# bound list owns the names, and only grows.
 
 cdef enum:
     NI_KEY = 19         # the longest name kept whole in its slot (ASCII)
