@@ -231,3 +231,20 @@ def test_short_names_hash_by_a_per_core_seed_and_still_agree() -> None:
             r = e.book(f"acct-t{k}", _fresh(n), "S", now=T0 + 5000 + k)
             assert e.booking(r.booking).patient == n
         assert len(e._patients.names) == len(names)
+
+
+def test_bind_names_refuses_lists_of_the_wrong_type_and_changes_nothing() -> None:
+    """bind_names takes lists (or None) for the names: anything else is a TypeError,
+    raised before the old binding is dropped, so book_named still works after."""
+    e = _engine()
+    assert e.book("a1", "p1", "S", now=T0 + 1).status == S.BOOKED
+    core = e._core
+    before = e.state_hash()
+    for bad in ({"S": 0}, ("S",), "S"):
+        with pytest.raises(TypeError):
+            core.bind_names(e._account_ids, e._patient_ids, e._session_ids, e._channels,
+                            e._book_new_ids, e._cancel_checked, e._accounts.names,
+                            e._patients.names, bad)
+    assert e.state_hash() == before
+    r = e.book(_fresh("a2"), _fresh("p2"), _fresh("S"), now=T0 + 2)
+    assert r.status == S.BOOKED and e.booking(r.booking).session == "S"

@@ -1507,14 +1507,20 @@ cdef class Core:
         """Index the names bound lists gained since the last look-up (book_named and
         cancel_named do this lazily; the Engine calls it after a bulk intern, so that
         the first booking after it does not pay for a million names).  O(new names)."""
-        if self._acc_names is not None:
+        self._index_all()
+
+    cdef int _index_all(self) except -1:
+        """Index what each bound list gained since the last look-up (three compares
+        when nothing did)."""
+        if self._acc_names is not None and self._aidx_n < PyList_GET_SIZE(self._acc_names):
             self._index_accounts()
-        if self._pat_names is not None:
+        if self._pat_names is not None and self._pidx_n < PyList_GET_SIZE(self._pat_names):
             ni_sync(self._pidx, self._nseed, self._pat_names,
                     <Py_ssize_t>self._patients.size(), &self._pidx_n)
-        if self._ses_names is not None:
+        if self._ses_names is not None and self._sidx_n < PyList_GET_SIZE(self._ses_names):
             ni_sync(self._sidx, self._nseed, self._ses_names,
                     <Py_ssize_t>self._sessions.size(), &self._sidx_n)
+        return 0
 
     cdef int _index_accounts(self) except -1:
         """Index the bound account names not indexed yet, and key their rows."""
@@ -1549,14 +1555,7 @@ cdef class Core:
         three probes first, their slots prefetched together (independent cache
         misses that overlap), then the three finds."""
         cdef NameProbe pa, pp, ps
-        if self._aidx_n < PyList_GET_SIZE(self._acc_names):
-            self._index_accounts()
-        if self._pidx_n < PyList_GET_SIZE(self._pat_names):
-            ni_sync(self._pidx, self._nseed, self._pat_names,
-                    <Py_ssize_t>self._patients.size(), &self._pidx_n)
-        if self._sidx_n < PyList_GET_SIZE(self._ses_names):
-            ni_sync(self._sidx, self._nseed, self._ses_names,
-                    <Py_ssize_t>self._sessions.size(), &self._sidx_n)
+        self._index_all()
         ni_probe(self._nseed, account, &pa)
         ni_touch(self._aidx, &pa)
         ni_probe(self._nseed, patient, &pp)

@@ -52,6 +52,16 @@ cdef extern from *:
     uint64_t se_mum(uint64_t a, uint64_t b) noexcept nogil
 
 
+cdef inline Py_ssize_t ascii_len(object name, Py_ssize_t most) noexcept:
+    """The length of a str that is compact ASCII of 1..most characters, else 0 (such a
+    name can be kept, and compared, as plain bytes)."""
+    cdef Py_ssize_t n
+    if not PyUnicode_IS_COMPACT_ASCII(name):
+        return 0
+    n = PyUnicode_GET_LENGTH(name)
+    return n if n <= most else 0
+
+
 cdef struct NameProbe:
     # One look-up's key: a short name's bytes (zero-padded) and length, or
     # n = 0 for a long one; h, the hash the slot index comes from.
@@ -64,12 +74,8 @@ cdef inline int ni_probe(const uint64_t* seed, object name, NameProbe* pr) excep
     """Fill pr for ``name`` (an exact str).  A short name is hashed here from its
     bytes with the Core's random seed, which is cheaper than the str's own hash for
     the fresh objects hosts pass (never hashed before); a long one by its str hash."""
-    cdef Py_ssize_t n = 0
+    cdef Py_ssize_t n = ascii_len(name, NI_KEY)
     cdef uint64_t w[3]
-    if PyUnicode_IS_COMPACT_ASCII(name):
-        n = PyUnicode_GET_LENGTH(name)
-        if n > NI_KEY:
-            n = 0
     pr.n = n
     if n == 0:
         pr.h = <uint64_t>hash(name)
@@ -204,17 +210,13 @@ cdef void ni_clear(vector[NameSlot]& t, Py_ssize_t* done) noexcept:
 
 cdef inline void nk_put(Account* ac, object name) noexcept:
     """Keep ``name`` in the account's row if it fits (else no key)."""
-    cdef Py_ssize_t n
-    ac.key_len = 0
-    if type(name) is str and PyUnicode_IS_COMPACT_ASCII(name):
-        n = PyUnicode_GET_LENGTH(name)
-        if 0 < n <= NAME_KEY:
-            memcpy(ac.key, PyUnicode_DATA(name), n)
-            ac.key_len = <uint8_t>n
+    cdef Py_ssize_t n = ascii_len(name, NAME_KEY) if type(name) is str else 0
+    if n:
+        memcpy(ac.key, PyUnicode_DATA(name), n)
+    ac.key_len = <uint8_t>n
 
 
 cdef inline bint nk_is(const Account* ac, str name) noexcept:
     """Whether the row's key is exactly ``name`` (False when the row has no key)."""
-    return (ac.key_len != 0 and PyUnicode_GET_LENGTH(name) == ac.key_len
-            and PyUnicode_IS_COMPACT_ASCII(name)
+    return (ac.key_len != 0 and ascii_len(name, NAME_KEY) == ac.key_len
             and memcmp(ac.key, PyUnicode_DATA(name), ac.key_len) == 0)
