@@ -207,11 +207,11 @@ cdef inline void wl_prefetch(Core self, int32_t sid) noexcept nogil:
     bi = self._wl_of[sid]
     if bi < 0 or self._wl_open[sid] == 0:
         return
-    se_prefetch_keep(&self._release[<int64_t>sid * self._n_ch])   # the fill's quota choice
+    se_prefetch(&self._release[<int64_t>sid * self._n_ch])   # the fill's quota choice
     w = &self._wls[bi]
     for cl in range(self._wl_classes + 1):
         if w.q[cl].head < w.q[cl].len:
-            se_prefetch_keep(self._wq.data() + w.q[cl].off + w.q[cl].head)
+            se_prefetch(self._wq.data() + w.q[cl].off + w.q[cl].head)
             return
 
 
