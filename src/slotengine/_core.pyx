@@ -1428,6 +1428,11 @@ cdef class Core:
                 se_prefetch(&self._pmarks[p])
         if self._n_queued or self._cohort_on:
             se_prefetch(&self._p_tq[p])
+            if s.flags & SF_COLLECTING:
+                # where the row's ticket will go: the end of a cohort list of hundreds
+                lane_tail(&self._fair[sid])
+                if self._n_marks:
+                    lane_tail(&self._slow[sid])
         if self._cover:
             se_prefetch(&self._purses[p])
 

@@ -1,6 +1,13 @@
-# Fair-release helpers (included by _core.pyx): the engine generator and the
-# cohort lottery.  Cohort lists and the drain queue are singly linked through
+# Fair-release helpers (included by _core.pyx): the engine generator, the
+# cohort lottery, and the prefetch of a cohort list's end.  Cohort lists are
+# arrays (Core._fair / Core._slow); the drain queue is singly linked through
 # Ticket.next (see Core._cohort_close / Core._drain).
+
+
+cdef inline void lane_tail(vector[int32_t]* xs) noexcept nogil:
+    """Prefetch where the next ticket of a cohort list goes (an empty list has no line)."""
+    if xs.size() < xs.capacity():
+        se_prefetch(xs.data() + xs.size())
 
 
 cdef inline uint64_t rng_step(uint64_t* state) noexcept nogil:
