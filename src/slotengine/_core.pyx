@@ -1192,18 +1192,20 @@ cdef class Core:
 
         Without an outflow gap the queue is empty here (every drain empties
         it), so the drawn cohort is served straight from the lottery array,
-        prefetching a few tickets ahead: the same order as queue-then-drain.
+        in the same order as queue-then-drain (_shuf holds the order, then
+        each ticket's patient and account for the prefetches).
         """
         cdef Session* s = &self._sessions[sid]
         cdef SessionX* sx = &self._sx[sid]
         cdef int32_t k, nf, n, i
         cdef Ticket* tk
         cdef int32_t* order
+        cdef int32_t* who
         if not (s.flags & SF_COLLECTING) or sx.cohort_close != due:
             return
         nf = <int32_t>self._fair[sid].size()
         n = nf + <int32_t>self._slow[sid].size()
-        self._shuf.resize(n)
+        self._shuf.resize(3 * <size_t>n)    # the order, then each ticket's patient and account
         order = self._shuf.data()
         for i in range(nf):
             order[i] = self._fair[sid][i]
@@ -1229,17 +1231,26 @@ cdef class Core:
                 self._events.capacity() + self._events.capacity() // 2))
         self._event(E_COHORT_DRAWN, due, sid, -1, -1, -1, n)
         if self._gap == 0 and sx.q_head < 0:
+            # Two passes, so that no cache miss waits on another: the first
+            # reads each ticket (prefetched 16 ahead), numbers it and notes
+            # whom it serves; the second serves, prefetching those patients'
+            # and accounts' rows 8 tickets ahead.
+            who = order + n
             for i in range(n):
-                if i + 8 < n:
-                    se_prefetch(&self._tickets[order[i + 8]])
-                if i + 4 < n:
-                    self._prefetch_ticket(order[i + 4])
-                k = order[i]
-                tk = &self._tickets[k]
+                if i + 16 < n:
+                    se_prefetch(&self._tickets[order[i + 16]])
+                tk = &self._tickets[order[i]]
                 tk.draw = i
                 tk.cohort_size = n
                 tk.where = W_NONE
-                if tk.state == K_QUEUED:
+                who[2 * i] = tk.patient
+                who[2 * i + 1] = tk.account
+            for i in range(n):
+                if i + 8 < n:
+                    se_prefetch(&self._tickets[order[i + 8]])
+                    self._prefetch_served(who[2 * i + 16], who[2 * i + 17])
+                k = order[i]
+                if self._tickets[k].state == K_QUEUED:
                     self._serve(k, due)
             return
         for i in range(n):
@@ -1250,13 +1261,12 @@ cdef class Core:
             self._enqueue(sid, k)
         self._drain(sid, due)
 
-    cdef inline void _prefetch_ticket(self, int32_t k) noexcept nogil:
-        """Prefetch what serving ticket k reads first (its ticket must be cached)."""
-        cdef const Ticket* tk = &self._tickets[k]
-        se_prefetch(&self._patients[tk.patient])
-        se_prefetch(&self._p_tq[tk.patient])
-        se_prefetch(&self._acct_hist[tk.account])
-        se_prefetch(&self._accts[tk.account])
+    cdef inline void _prefetch_served(self, int32_t p, int32_t a) noexcept nogil:
+        """Prefetch what serving a ticket of patient p and account a reads first."""
+        se_prefetch(&self._patients[p])
+        se_prefetch(&self._p_tq[p])
+        se_prefetch(&self._acct_hist[a])
+        se_prefetch(&self._accts[a])
 
     cdef inline int32_t _dequeue(self, int32_t sid) noexcept nogil:
         """Pop the head of the session's drain queue (which must not be empty)."""
