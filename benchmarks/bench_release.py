@@ -40,17 +40,22 @@ outcome is checked outside the timing: one COHORT_DRAWN per session, exactly
 one booking per slot, no slot held twice (``_check_invariants``, compiled core
 only: the reference's check is quadratic in tickets), and no
 blacklisted account won (each session's fair lane alone outnumbers its slots).
+The summary also prints each phase's page faults per round: every round's
+engine is fresh, so its million tickets and events land on memory the
+process has not touched, and in a VM those first touches are a fifth of the
+batch round.
 The machines are shared and noisy: compare the ratios of one run.
 """
 from __future__ import annotations
 
 import gc
+import resource
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
-from typing import Any
 from statistics import median
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,6 +85,8 @@ ROUNDS = {"core": (0, 3), "reference": (0, 3)}
 ROUNDS_BATCH = {"core": (1, 4), "reference": (0, 3)}
 TARGETS = {"release_per_call": 1_500_000, "release_batch": 10_000_000}
 TIMED: dict[tuple[str, str], list[tuple[float, float]]] = {}  # (group, backend) -> [(submit, serve)]
+#: (group, backend) -> [(submit, serve)] page faults: first touches of memory the round gets fresh
+FAULTS: dict[tuple[str, str], list[tuple[int, int]]] = {}
 OUTCOME: dict[tuple[str, str], str] = {}
 
 
@@ -171,8 +178,14 @@ def world(scale: int, seed: int = 2025) -> World:
         account_idx=acc_rows, patient_idx=who, session_idx=where)
 
 
-def _phases(group: str, backend: str, t0: float, t1: float, t2: float) -> None:
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _phases(group: str, backend: str, t0: float, t1: float, t2: float,
+            f: tuple[int, int, int]) -> None:
     TIMED.setdefault((group, backend), []).append((t1 - t0, t2 - t1))
+    FAULTS.setdefault((group, backend), []).append((f[1] - f[0], f[2] - f[1]))
 
 
 def _check(e: se.Engine, w: World, served: int, failed: int, drawn: int, queued: int) -> None:
@@ -204,14 +217,16 @@ def _fresh(build):  # type: ignore[no-untyped-def]
 
 def _rush_per_call(e: se.Engine, w: World, backend: str,
                    ids: tuple[list[str], list[str], list[str]]) -> None:
+    f0 = _faults()
     t0 = time.perf_counter()
     book = e.book
     for a, p, s, t in zip(*ids, w.nows):
         book(a, p, s, "app", now=t)
     t1 = time.perf_counter()
+    f1 = _faults()
     events = e.advance(DONE)
     t2 = time.perf_counter()
-    _phases("release_per_call", backend, t0, t1, t2)
+    _phases("release_per_call", backend, t0, t1, t2, (f0, f1, _faults()))
     LAST.update(engine=e, events=events)
 
 
@@ -245,13 +260,15 @@ def test_release_per_call(benchmark, report, backend: str) -> None:
 # -- batch: book_many, advance without draining, events_array -------------------------
 
 def _rush_batch(e: se.Engine, arrays: tuple[np.ndarray, ...], backend: str) -> None:
+    f0 = _faults()
     t0 = time.perf_counter()
     res = e.book_many(*arrays)
     t1 = time.perf_counter()
+    f1 = _faults()
     e.advance(DONE, drain=False)
     ev = e.events_array()
     t2 = time.perf_counter()
-    _phases("release_batch", backend, t0, t1, t2)
+    _phases("release_batch", backend, t0, t1, t2, (f0, f1, _faults()))
     LAST.update(engine=e, result=res, events=ev)
 
 
@@ -308,6 +325,11 @@ def _summary(report) -> None:  # type: ignore[no-untyped-def]
         n = world(SCALE[backend]).n
         lines.append(f"  {group:<17} {backend:<10} submit {sub:8.3f} s ({n / sub / 1e6:6.2f} M/s)  "
                      f"advance+events {srv:8.3f} s  ({len(rows)} rounds incl. warm-up)")
+    lines.append("page faults per round (median; first touches of memory the round's fresh engine "
+                 "gets from the kernel, a few us each in a VM):")
+    for (group, backend), rows_f in FAULTS.items():
+        lines.append(f"  {group:<17} {backend:<10} submit {median(r[0] for r in rows_f):>9,.0f}  "
+                     f"advance+events {median(r[1] for r in rows_f):>9,.0f}")
     for (group, backend), text in OUTCOME.items():
         lines.append(f"  {group:<17} {backend:<10} {text}")
     report.sections["slotengine release rush (fair release, bench_release.py)"] = lines
