@@ -1147,7 +1147,10 @@ cdef class Core:
         tk.hold = hold
         tk.lane = slow
         tk.where = <uint8_t>where
-        se_grow(self._tickets, 1, 4)
+        # Double, not a quarter as bookings do: a rush makes a million tickets
+        # one call at a time, and each regrowth copies (and first-touches)
+        # them all; room not yet used costs address space, not memory.
+        se_grow(self._tickets, 1, 1)
         self._tickets.push_back(tk)
         self._p_tq[p] = k
         self._n_queued += 1
