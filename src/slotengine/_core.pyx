@@ -880,29 +880,27 @@ cdef class Core:
         cdef int32_t k
         if now < pt.banned_until:
             return _code(ST_REJECTED, R_PATIENT_BANNED)
-        if pt.hist < 0 and self._acct_hist[a] < 0 and not (self._bar_expert and s.tier == 2):
-            for k in range(<int32_t>self._lim_count.size()):
-                if self._lim_count[k] <= 0:
-                    return _code(ST_REJECTED, R_PATIENT_LIMIT)
-            return 0
-        return self._eligible_walk(a, p, sid, s, now)
+        if pt.hist >= 0:
+            return self._eligible_walk(a, p, sid, s, now)
+        # No booking at all (the live list is part of the history): nothing to
+        # walk for the duplicate rules and the patient limits (each counts 0).
+        for k in range(<int32_t>self._lim_count.size()):
+            if self._lim_count[k] <= 0:
+                return _code(ST_REJECTED, R_PATIENT_LIMIT)
+        if self._acct_hist[a] < 0 and not (self._bar_expert and s.tier == 2):
+            return 0        # the account rule counts 0 too, and no first-visit check
+        return self._eligible_tail(a, p, s, pt, now)
 
     cdef int _eligible_walk(self, int32_t a, int32_t p, int32_t sid, const Session* s,
                             int64_t now) noexcept nogil:
-        """_eligible past the ban: the walks over live bookings, history and the account's."""
+        """_eligible for a patient with bookings: the walks over live bookings, history
+        and the account's."""
         cdef Patient* pt = &self._patients[p]
         cdef Booking* bk
         cdef const Session* other
         cdef int32_t b, k, n_lim
         cdef bint dd = False
         cdef int64_t cnt[8]
-        if pt.hist < 0:
-            # No booking at all (the live list is part of the history): nothing to
-            # walk for the duplicate rules and the patient limits (each counts 0).
-            for k in range(<int32_t>self._lim_count.size()):
-                if self._lim_count[k] <= 0:
-                    return _code(ST_REJECTED, R_PATIENT_LIMIT)
-            return self._eligible_tail(a, p, s, pt, now)
         # One walk of the live list decides both duplicate rules; the session
         # rule wins, so a department-day hit is only reported after the walk.
         b = pt.live
@@ -1251,7 +1249,7 @@ cdef class Core:
             for i in range(n):
                 if i + 8 < n:
                     se_prefetch(&self._tickets[order[i + 8]])
-                    self._prefetch_served(who[2 * i + 16], who[2 * i + 17])
+                    self._prefetch_served(who[2 * (i + 8)], who[2 * (i + 8) + 1])
                 k = order[i]
                 if self._tickets[k].state == K_QUEUED:
                     self._serve(k, due)
