@@ -5,6 +5,7 @@ int ms: the app quota of every session releases at R.
 """
 from __future__ import annotations
 
+import gc
 from datetime import datetime
 
 import numpy as np
@@ -429,6 +430,8 @@ def test_events_built_in_the_core_match_the_array_path():
     assert e._core.drain_events_list(*args[:4], e._patients.names[:2], args[5]) is None
     built = e.events()
     assert built and all(type(ev) is se.Event for ev in built)
+    # untracked: a full collection need not walk a rush's million events
+    assert not any(gc.is_tracked(ev) for ev in built)
     assert e.events() == []
     cols = rush().events_array()
     assert [ev.kind for ev in built] == [EK(k) for k in cols["kind"]]

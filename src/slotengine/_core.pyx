@@ -58,6 +58,9 @@ from libcpp.algorithm cimport sort as cpp_sort
 from libcpp.pair cimport pair
 from libcpp.vector cimport vector
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(object o)   # drain_events_list
+
 from operator import index as _index
 from os import urandom as _urandom
 
@@ -2412,6 +2415,11 @@ cdef class Core:
             x = <object>PyList_GET_ITEM(reasons, e.reason)
             Py_INCREF(x)
             PyTuple_SET_ITEM(ev, 8, x)
+            # Ints, strs, None and enum members: no cycle can pass through the
+            # event, so the collector need not walk it.  CPython untracks such
+            # tuples itself, but only exact ones; a drain's million events kept
+            # tracked made each full collection walk them all.
+            PyObject_GC_UnTrack(ev)
             Py_INCREF(ev)
             PyList_SET_ITEM(out, i, ev)
         self._events.clear()
