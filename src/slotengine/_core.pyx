@@ -1484,10 +1484,9 @@ cdef class Core:
         cdef BookOut out
         cdef int code
         cdef Result r
-        if self._cover:
-            # the credit stage reads this line last: start its miss now, so that it
-            # overlaps the eligibility walks (book_many prefetches it rows ahead)
-            se_prefetch(&self._purses[p])
+        # every row the command reads, at once: their misses overlap instead of
+        # queueing one after another (book_many prefetches them rows ahead)
+        self._prefetch_row(a, p, sid)
         out.slot = -1
         out.booking = -1
         out.ticket = -1
@@ -1644,10 +1643,9 @@ cdef class Core:
             if self._jst == J_FAILED:
                 j_raise(self)
             return self._slow_book(account, patient, session, channel, now, hold)
+        self._prefetch_row(a, p, sid)         # as in book
         if self._jst:
             return j_book(self, a, p, sid, <int32_t>c, t, hold is True)
-        if self._cover:
-            se_prefetch(&self._purses[p])     # as in book
         out.slot = -1
         out.booking = -1
         out.ticket = -1
