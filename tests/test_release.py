@@ -409,6 +409,27 @@ def test_a_rule_leaves_a_flagged_account_as_it_is(backend):
     assert [(f.action, f.reason) for f in e.flag_log()] == [("flag", FR.BLACKLIST)]
 
 
+def test_reserve_makes_room_and_changes_no_decision(backend):
+    """Room for a rush, made before it: no state changes, and the rush decides the
+    same as on an engine that made none."""
+    def rush(room: int) -> tuple[list[se.Event], str]:
+        e = make(backend)
+        add(e, capacity=3)
+        e.book("A0", "P0", "S1", now=REL - 10 * MINUTE)  # before the pre-queue: refused
+        before = (e.state_hash(), e.dump())
+        e.reserve(room)
+        e.reserve(0)
+        assert (e.state_hash(), e.dump()) == before
+        if backend == "core":
+            mem = e.memory_usage()
+            assert mem["tickets"] >= room * 56 and mem["events"] >= room * 40
+        for i in range(12):
+            e.book(f"A{i % 5}", f"P{i}", "S1", now=REL - MINUTE + i * SECOND)
+        return e.advance(CLOSE), e.state_hash()
+
+    assert rush(0) == rush(1000) == rush(5)
+
+
 def test_events_built_in_the_core_match_the_array_path():
     """Core.drain_events_list (Engine.events) builds what the column path builds;
     an id outside a names list drains nothing and returns None (the fallback)."""

@@ -87,6 +87,17 @@ cdef extern from *:
     static inline const void* se_list_slot(PyObject* l, Py_ssize_t i) {
         return (const void*)(((PyListObject*)l)->ob_item + i);
     }
+    /* Room for extra more items, allocated and written now (value-initialized,
+       then dropped again): the kernel hands over and zeroes the pages at this
+       call, not at the first touches later.  Capacity only; the items are
+       unchanged.  May throw bad_alloc, leaving v as it was. */
+    template <class V> static inline void se_reserve_touched(V& v, size_t extra) {
+        size_t n = v.size();
+        if (v.capacity() - n < extra)
+            v.reserve(n + extra);
+        v.resize(n + extra);
+        v.resize(n);
+    }
     template <class V> static inline void se_grow(V& v, size_t extra, size_t div) {
         size_t need = v.size() + extra, cap = v.capacity();
         if (need > cap) {
@@ -95,6 +106,7 @@ cdef extern from *:
         }
     }
     """
+    void se_reserve_touched[V](V& v, size_t extra) except +
     cppclass se_alloc[T]:
         pass
     cppclass se_noinit[T]:

@@ -1293,6 +1293,21 @@ class Engine:
         """Bytes held by the backend's structures (compiled core only)."""
         return dict(self._core.memory_usage())
 
+    def reserve(self, requests: int) -> None:
+        """Make room, before a release, for a rush of ``requests`` more requests.
+
+        The compiled core takes the memory for as many tickets and events (and
+        bookings, up to the slots there are) from the kernel now, so that the
+        rush does not stop for it page by page: a fresh engine's first rush of a
+        million requests otherwise spends about a fifth of its time in page
+        faults.  Call it once the release's size is known (say, at 08:00 for
+        the 08:30 release); an engine that has run a rush of that size has the
+        room already.  Changes no state (nothing is journaled, ``state_hash``
+        is unchanged); the reference backend only checks the argument.  Costs
+        about 100 bytes per request, kept until the engine is dropped.
+        """
+        self._core.reserve(requests)
+
     # -- durability (docs/durability.md) ---------------------------------------
 
     @classmethod

@@ -1022,6 +1022,13 @@ class Core:
         while len(self._patients) < n:
             self._patients.append(_Patient())
 
+    def reserve(self, requests: int) -> None:
+        """Check ``requests`` as the core does; lists need no room made ahead."""
+        n = _int(requests, "requests")
+        most = _MAX_ID - len(self._tickets)
+        if not 0 <= n <= most:
+            raise InvalidArgument(f"requests={n} is outside 0..{most}")
+
     def ensure_accounts(self, n: int) -> None:
         """Make room for account ids ``< n`` (never shrinks)."""
         n = _int(n, "n")

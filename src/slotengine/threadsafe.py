@@ -52,7 +52,7 @@ ENGINE_NO_COMMIT = frozenset({
     "session_counts", "session", "booking", "live_bookings", "patient_banned_until",
     "explain", "risk", "flag_log", "ticket", "position", "waitlist", "session_waitlist",
     "session_ids", "channel_ids", "sessions", "dump", "state_hash", "_check_invariants",
-    "memory_usage", "close",
+    "memory_usage", "reserve", "close",
 })
 CREDIT_NO_COMMIT = frozenset({
     "check", "available", "line", "statement", "bill", "bills", "movements", "totals",
