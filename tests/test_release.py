@@ -160,6 +160,24 @@ def test_outflow_serves_one_ticket_per_gap_and_positions_only_move_forward(backe
     assert [e.booking(e.ticket(k).booking).slot for k in order] == [1, 2, 3, 4]
 
 
+def test_a_ticket_drawn_after_its_session_filled_fails_full_whoever_holds_it(backend):
+    """Eligibility is checked only while the session has a free slot: P0 queues in
+    three sessions of one department and day; the one it wins makes it ineligible
+    for the other with a free slot (DUPLICATE_DEPARTMENT_DAY), but the full one
+    (its only slot blocked) says FULL."""
+    e = make(backend)
+    for name in ("S1", "S2", "S3"):
+        add(e, name, capacity=1)
+    assert e.block_slot("S2", 1, now=T0)
+    tickets = {name: e.book("A0", "P0", name, now=REL).ticket for name in ("S1", "S2", "S3")}
+    assert None not in tickets.values()
+    e.advance(CLOSE)
+    ends = {name: (e.ticket(k).state, e.ticket(k).reason) for name, k in tickets.items()}
+    assert ends["S2"] == (TS.FAILED, R.FULL)
+    assert sorted([ends["S1"], ends["S3"]]) == [
+        (TS.SERVED, R.NONE), (TS.FAILED, R.DUPLICATE_DEPARTMENT_DAY)]
+
+
 def test_book_many_in_the_window_matches_per_call(backend):
     def world() -> se.Engine:
         e = make(backend, seed=3)

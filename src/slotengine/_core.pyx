@@ -1252,7 +1252,10 @@ cdef class Core:
             for i in range(n):
                 if i + 8 < n:
                     se_prefetch(&self._tickets[order[i + 8]])
-                    self._prefetch_served(who[2 * (i + 8)], who[2 * (i + 8) + 1])
+                    if bm_lowest(self._bm(s), bm_words(s.capacity)) < 0:
+                        se_prefetch(&self._p_tq[who[2 * (i + 8)]])   # a FULL fails: unqueue only
+                    else:
+                        self._prefetch_served(who[2 * (i + 8)], who[2 * (i + 8) + 1])
                 k = order[i]
                 if self._tickets[k].state == K_QUEUED:
                     self._serve(k, due)
@@ -1303,7 +1306,12 @@ cdef class Core:
             self._push_timer(t + self._gap, T_DRAIN, sid)
 
     cdef void _serve(self, int32_t k, int64_t t) noexcept nogil:
-        """Serve ticket k at t: request, eligibility, allocate (no risk, no routing)."""
+        """Serve ticket k at t: request, eligibility, allocate (no risk, no routing).
+
+        A session with no FREE slot fails the ticket FULL before eligibility:
+        whoever holds it, it lost the lottery.  Most of a rush's cohort ends
+        so, and this way without reading its patient's and account's rows.
+        """
         cdef Ticket* tk = &self._tickets[k]
         cdef int32_t sid = tk.session, a = tk.account, p = tk.patient, c = tk.channel
         cdef bint hold = tk.hold
@@ -1314,15 +1322,12 @@ cdef class Core:
         out.slot = -1
         out.booking = -1
         code = self._request(s, self._release[base + c], self._release[base + self._pub], t)
+        if not code and bm_lowest(self._bm(s), bm_words(s.capacity)) < 0:
+            code = _code(ST_REJECTED, R_FULL)
         if not code:
             code = self._eligible(a, p, sid, s, t)
         if not code:
-            # Most of a rush's cohort finds its session full: say so here (as
-            # _allocate would, first thing) without the call.
-            if bm_lowest(self._bm(s), bm_words(s.capacity)) < 0:
-                code = _code(ST_REJECTED, R_FULL)
-            else:
-                code = self._allocate(a, p, sid, c, t, hold, &out)
+            code = self._allocate(a, p, sid, c, t, hold, &out)
         self._unqueue_patient(k)
         tk = &self._tickets[k]
         tk.served_at = t

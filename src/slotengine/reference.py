@@ -1183,10 +1183,13 @@ class Core:
             s.queue, s.head = [], 0
 
     def _serve(self, k: int, at: int) -> None:
-        """Serve ticket ``k`` at ``at``: request, eligibility and allocate stages only."""
+        """Serve ticket ``k`` at ``at``: request, eligibility and allocate stages only,
+        and no eligibility once the session is full (the ticket lost the lottery)."""
         t = self._tickets[k]
         s = self._sessions[t.session]
         reason = self._request_stage(s, t.channel, at)
+        if reason == Reason.NONE and self._lowest_free(s) < 0:
+            reason = Reason.FULL
         if reason == Reason.NONE:
             reason = self._eligibility(t.account, t.patient, t.session, at)
         b_id = -1
