@@ -274,17 +274,21 @@ def test_host_flags_are_auditable(backend):
 
 # -- risk signals ----------------------------------------------------------------
 
-def test_early_requests_flag_the_account(backend):
-    e = make(backend)
-    for i in range(5):
+@pytest.mark.parametrize("count", [5, 9])  # 9: a ring longer than the account's row holds
+def test_early_requests_flag_the_account(backend, count):
+    e = make(backend, early_flag=(count, 1))
+    for i in range(count):
         add(e, f"S{i}", dept=f"D{i}")
-    for i in range(4):
+    for i in range(count - 1):
         assert e.ticket(e.book("bot", "P1", f"S{i}", now=REL + i).ticket).lane == "fair"
-    r = e.book("bot", "P1", "S4", now=REL + 4)
-    assert e.ticket(r.ticket).lane == "slow"  # the fifth early request flags first
+    early = e._core.account_info(e._accounts.ids["bot"])[5]
+    assert early == tuple(REL + i for i in range(count - 1))
+    last = REL + count - 1
+    r = e.book("bot", "P1", f"S{count - 1}", now=last)
+    assert e.ticket(r.ticket).lane == "slow"  # the count-th early request flags first
     risk = e.risk(account="bot")
-    assert (risk.flag_reason, risk.flag_source, risk.flagged_since) == (FR.EARLY_REQUESTS, "rule", REL + 4)
-    assert risk.flagged_until == REL + 4 + 30 * DAY
+    assert (risk.flag_reason, risk.flag_source, risk.flagged_since) == (FR.EARLY_REQUESTS, "rule", last)
+    assert risk.flagged_until == last + 30 * DAY
     flagged = [ev for ev in e.events() if ev.kind == EK.FLAGGED]
     assert [(ev.account, ev.detail) for ev in flagged] == [("bot", FR.EARLY_REQUESTS)]
 

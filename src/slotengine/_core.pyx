@@ -248,7 +248,7 @@ cdef class Core:
     cdef vector[vector[int32_t]] _fair   # per session: the open cohort's fair list
     cdef vector[vector[int32_t]] _slow   # per session: the open cohort's slow list
     cdef vector[Account, se_alloc[Account]] _accts      # per account: flag, block, GCRA tat
-    cdef vector[int64_t, se_alloc[int64_t]] _early      # stride _early_count, oldest first
+    cdef vector[int64_t, se_alloc[int64_t]] _early      # stride _early_count, when not in the rows
     cdef vector[int64_t, se_alloc[int64_t]] _acancels   # stride _cflag_count, oldest first
     cdef vector[Mark, se_alloc[Mark]] _pmarks           # per patient: flag and block
     # per patient: newest QUEUED ticket, -1 when none
@@ -1392,10 +1392,16 @@ cdef class Core:
             return
         self._flag(0, a, reason, now + self._flag_ms, now)
 
+    cdef inline int64_t* _early_ring(self, int32_t a) noexcept nogil:
+        """Account a's early-request ring: in its row's second line, or in _early."""
+        if self._early_count <= EARLY_INLINE:
+            return self._accts[a].early
+        return self._early.data() + <int64_t>a * self._early_count
+
     cdef void _early_signal(self, int32_t a, int64_t now) noexcept nogil:
         """Record an early request; early_count of them in the window flag the account."""
         cdef Account* ac = &self._accts[a]
-        cdef int64_t* times = self._early.data() + <int64_t>a * self._early_count
+        cdef int64_t* times = self._early_ring(a)
         ring_push(times, &ac.n_early, self._early_count, now)
         if ring_count_after(times, ac.n_early, now - self._early_window) >= self._early_count:
             ac.n_early = 0
@@ -1459,7 +1465,7 @@ cdef class Core:
         if self._n_marks or self._early_count:
             se_prefetch(&self._accts[a])
             if self._early_count:
-                se_prefetch(self._early.data() + <int64_t>a * self._early_count)
+                se_prefetch(self._early_ring(a))
             if self._n_pmarks:
                 se_prefetch(&self._pmarks[p])
         if self._n_queued or self._cohort_on:
@@ -2253,7 +2259,8 @@ cdef class Core:
             self._acct_hist.resize(k, -1)
             memset(&blank, 0, sizeof(Account))
             self._accts.resize(k, blank)
-            self._early.resize(k * self._early_count, 0)
+            if self._early_count > EARLY_INLINE:
+                self._early.resize(k * self._early_count, 0)
             self._acancels.resize(k * self._cflag_count, 0)
             self._a_rq.resize(k, -1)
             j_end(self)
@@ -3103,7 +3110,7 @@ cdef class Core:
 
     cdef tuple _account_tuple(self, int32_t a):
         cdef const Account* ac = &self._accts[a]
-        cdef const int64_t* er = self._early.data() + <int64_t>a * self._early_count
+        cdef const int64_t* er = self._early_ring(a)
         cdef const int64_t* cr = self._acancels.data() + <int64_t>a * self._cflag_count
         return (ac.flag_until, ac.flag_reason, ac.flag_since, ac.blocked_until, ac.tat,
                 tuple([er[k] for k in range(ac.n_early)]),

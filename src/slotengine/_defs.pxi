@@ -362,16 +362,21 @@ cdef struct Event:
 
 cdef enum:
     NAME_KEY = 26     # the longest account name kept inline in its row (ASCII)
+    EARLY_INLINE = 8  # the longest early-request ring kept in its account's row
 
 
 cdef struct Account:
-    # 64 bytes, one cache line: flag and block state and the GCRA theoretical
-    # arrival time; the early and cancel rings live in Core._early /
-    # Core._acancels with strides early_count / cancel_flag_count, oldest
-    # first.  key: the account's name when it is ASCII of at most NAME_KEY
-    # characters (key_len 0 otherwise, and until the name index reaches the
-    # account), so that cancel_named's owner check compares the caller's
-    # string with a row the cancel reads anyway (_names.pxi).
+    # 128 bytes, two cache lines side by side.  The first: flag and block
+    # state and the GCRA theoretical arrival time, and key: the account's name
+    # when it is ASCII of at most NAME_KEY characters (key_len 0 otherwise,
+    # and until the name index reaches the account), so that cancel_named's
+    # owner check compares the caller's string with a row the cancel reads
+    # anyway (_names.pxi).  The second: the early-request ring, oldest first,
+    # when early_count <= EARLY_INLINE (else it lives in Core._early with
+    # stride early_count; Core._early_ring finds it): a rush request reads
+    # the account's state and its ring, and two lines in one 128-byte block
+    # cost it less than two rows of two tables.  The cancel ring lives in
+    # Core._acancels with stride cancel_flag_count.
     int64_t flag_until
     int64_t flag_since
     int64_t blocked_until
@@ -381,6 +386,7 @@ cdef struct Account:
     int8_t flag_reason
     uint8_t key_len
     char key[NAME_KEY]
+    int64_t early[EARLY_INLINE]
 
 
 cdef struct Mark:

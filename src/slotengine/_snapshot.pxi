@@ -7,7 +7,7 @@
 # (see _core.pyx), so a snapshot is those vectors' bytes one after another: an
 # element count each and a memcpy, no per-record encoding.
 #
-# Format, version 1.  Native byte order (the header carries a byte-order mark,
+# Format, version 2.  Native byte order (the header carries a byte-order mark,
 # so a snapshot from a machine of the other order is refused, never misread);
 # every section starts at a multiple of 8 bytes and padding is zero.
 #
@@ -84,7 +84,7 @@ cdef extern from *:
 
 
 cdef enum:
-    SN_VERSION = 1
+    SN_VERSION = 2       # 2: Account is 128 bytes, the early ring in its row
     SN_BOM = 0x01020304
 
 cdef enum:  # the vectors, in the order they are written
@@ -706,7 +706,7 @@ cdef int sn_parse(Core self, const char* buf, uint64_t length, SnapHead* h) exce
         (SV_STRIKES, NP * <uint64_t>self._n_ban),
         (SV_CANCELS, NP * <uint64_t>self._cancel_strikes), (SV_PMARKS, NP), (SV_P_TQ, NP),
         (SV_P_RQ, NP), (SV_ACCTS, NA), (SV_A_RQ, NA),
-        (SV_EARLY, NA * <uint64_t>self._early_count),
+        (SV_EARLY, 0 if self._early_count <= EARLY_INLINE else NA * <uint64_t>self._early_count),
         (SV_ACANCELS, NA * <uint64_t>self._cflag_count), (SV_RQ_COLD, NR),
         (SV_RQ_OPEN, (NR + 63) // 64), (SV_RCOVER, NR if self._cover else 0),
         (SV_WL_OPEN, h.count[SV_WL_OF]), (SV_PURSES, h.count[SV_WALLETS]))
