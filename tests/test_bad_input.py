@@ -215,7 +215,8 @@ _NAMES = [(None, InvalidType), (5, InvalidType), ("A9", InvalidType), (b"A9", In
 case("intern_accounts", _NAMES, lambda v: lambda e: e.intern_accounts(v))
 case("reserve", [
     (None, InvalidType), (1.5, InvalidType), ("10", InvalidType), (True, InvalidType),
-    (-1, InvalidArgument), (2**31, InvalidArgument), (2**63, InvalidArgument),
+    (-1, InvalidArgument), (10**8 + 1, InvalidArgument), (2**31, InvalidArgument),
+    (2**63, InvalidArgument),
     (10**30, InvalidArgument),
 ], lambda v: lambda e: e.reserve(v))
 case("intern_patients", _NAMES, lambda v: lambda e: e.intern_patients(v))

@@ -2269,14 +2269,16 @@ cdef class Core:
         """Room for a rush of ``requests`` more requests, taken from the kernel now:
         as many tickets and events, and bookings up to the slots there are.
 
-        Not state: no decision, id or hash changes, nothing is journaled.  A
+        At most MAX_RESERVE (10**8, about 10 GB): the memory is written now, so
+        an absurd count would not fail but exhaust the machine.  Not state: no
+        decision, id or hash changes, nothing is journaled.  A
         fresh engine's first rush otherwise pays a page fault for every 4 KB of
         tickets and events it writes (about a fifth of a million-request batch
         rush in a VM); a long-lived engine has that room from its earlier rushes.
         O(requests).
         """
         cdef int64_t n = _int(requests, "requests")
-        cdef int64_t most = MAX_ID - <int64_t>self._tickets.size()
+        cdef int64_t most = min(MAX_RESERVE, MAX_ID - <int64_t>self._tickets.size())
         if n < 0 or n > most:
             raise InvalidArgument(f"requests={n} is outside 0..{most}")
         se_reserve_touched(self._tickets, n)

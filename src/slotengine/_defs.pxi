@@ -257,6 +257,7 @@ cdef enum:  # Booking.flags
 cdef int64_t MAX_MS = 253_402_300_799_999   # slotengine.times.MAX_MS: sums stay in int64
 cdef int64_t MAX_LABEL = 2_147_483_647      # hospital / department labels are int32
 cdef int64_t MAX_ID = 2_147_483_647         # patients, accounts, bookings are int32
+cdef int64_t MAX_RESERVE = 100_000_000      # Core.reserve: requests (~100 bytes each, written now)
 cdef int64_t MAX_CAPACITY = 65535
 cdef int64_t MAX_SLOT_MS = 86_400_000
 cdef int64_t MAX_FEE = 1_000_000_000_000

@@ -1304,7 +1304,9 @@ class Engine:
         the 08:30 release); an engine that has run a rush of that size has the
         room already.  Changes no state (nothing is journaled, ``state_hash``
         is unchanged); the reference backend only checks the argument.  Costs
-        about 100 bytes per request, kept until the engine is dropped.
+        about 100 bytes per request, kept until the engine is dropped; at most
+        100,000,000 requests (InvalidArgument beyond: the memory is written at
+        once, so an absurd count would exhaust the machine, not fail).
         """
         self._core.reserve(requests)
 

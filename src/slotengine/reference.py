@@ -388,6 +388,7 @@ _MASK64 = (1 << 64) - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_LABEL = 2**31 - 1  # hospital and department labels (int32 in the core)
 _MAX_ID = 2**31 - 1  # patients, accounts (int32 in the core)
+_MAX_RESERVE = 100_000_000  # Core.reserve: requests (the core writes ~100 bytes each at once)
 _MAX_CAPACITY = 65535
 _MAX_SLOT_MS = 86_400_000
 _MAX_FEE = 10**12
@@ -1025,7 +1026,7 @@ class Core:
     def reserve(self, requests: int) -> None:
         """Check ``requests`` as the core does; lists need no room made ahead."""
         n = _int(requests, "requests")
-        most = _MAX_ID - len(self._tickets)
+        most = min(_MAX_RESERVE, _MAX_ID - len(self._tickets))
         if not 0 <= n <= most:
             raise InvalidArgument(f"requests={n} is outside 0..{most}")
 
