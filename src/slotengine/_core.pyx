@@ -639,6 +639,10 @@ cdef class Core:
     cdef inline uint64_t* _bm(self, const Session* s) noexcept nogil:
         return self._bits.data() + s.bm_off
 
+    cdef inline bint _has_free(self, const Session* s) noexcept nogil:
+        """Whether the session has a FREE slot.  O(1) for <= 64 slots."""
+        return bm_lowest(self._bm(s), bm_words(s.capacity)) >= 0
+
     cdef inline void _slot_put(self, Session* s, int32_t i, int32_t v) noexcept nogil:
         """Set slot i to v (a booking id or an SB_ code), keeping the free bitmap.  O(1)."""
         cdef int32_t* cell = self._slot_bk.data() + s.slot_off + i
@@ -1252,7 +1256,7 @@ cdef class Core:
             for i in range(n):
                 if i + 8 < n:
                     se_prefetch(&self._tickets[order[i + 8]])
-                    if bm_lowest(self._bm(s), bm_words(s.capacity)) < 0:
+                    if not self._has_free(s):
                         se_prefetch(&self._p_tq[who[2 * (i + 8)]])   # a FULL fails: unqueue only
                     else:
                         self._prefetch_served(who[2 * (i + 8)], who[2 * (i + 8) + 1])
@@ -1322,7 +1326,7 @@ cdef class Core:
         out.slot = -1
         out.booking = -1
         code = self._request(s, self._release[base + c], self._release[base + self._pub], t)
-        if not code and bm_lowest(self._bm(s), bm_words(s.capacity)) < 0:
+        if not code and not self._has_free(s):
             code = _code(ST_REJECTED, R_FULL)
         if not code:
             code = self._eligible(a, p, sid, s, t)
@@ -1458,6 +1462,8 @@ cdef class Core:
         self._sessions[sid].flags &= ~SF_LAST_CANCEL
 
     cdef inline void _prefetch_row(self, int32_t a, int32_t p, int32_t sid) noexcept nogil:
+        """Prefetch every row a booking of (a, p, sid) reads, so that their misses
+        overlap (book and book_named at once, book_many rows ahead)."""
         cdef const Session* s = &self._sessions[sid]
         se_prefetch(&self._patients[p])
         se_prefetch(&self._acct_hist[a])
@@ -2269,12 +2275,12 @@ cdef class Core:
         """Room for a rush of ``requests`` more requests, taken from the kernel now:
         as many tickets and events, and bookings up to the slots there are.
 
-        At most MAX_RESERVE (10**8, about 10 GB): the memory is written now, so
-        an absurd count would not fail but exhaust the machine.  Not state: no
-        decision, id or hash changes, nothing is journaled.  A
-        fresh engine's first rush otherwise pays a page fault for every 4 KB of
-        tickets and events it writes (about a fifth of a million-request batch
-        rush in a VM); a long-lived engine has that room from its earlier rushes.
+        A fresh engine's first rush otherwise pays a page fault for every 4 KB
+        of tickets and events it writes (about a fifth of a million-request
+        batch rush in a VM); a long-lived engine has that room from its earlier
+        rushes.  Not state: no decision, id or hash changes, nothing is
+        journaled.  At most MAX_RESERVE (10**8, about 10 GB): the memory is
+        written now, so an absurd count would not fail but exhaust the machine.
         O(requests).
         """
         cdef int64_t n = _int(requests, "requests")

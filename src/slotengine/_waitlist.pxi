@@ -64,11 +64,6 @@ cdef int32_t wl_block_need(Core self, int32_t sid) noexcept nogil:
     return bi
 
 
-cdef inline bint wl_has_free(Core self, const Session* s) noexcept nogil:
-    """Whether the session has a FREE slot.  O(1) for <= 64 slots."""
-    return bm_lowest(self._bits.data() + s.bm_off, bm_words(s.capacity)) >= 0
-
-
 cdef void wl_pool_compact(Core self) noexcept nogil:
     """Rebuild the FIFO pool with only the live range of every queue.  O(pool)."""
     cdef vector[WlEntry, se_alloc[WlEntry]] pool
@@ -431,7 +426,7 @@ cdef void wl_pass(Core self, int32_t sid, int64_t t) noexcept nogil:
     s = &self._sessions[sid]
     if s.flags & (SF_SUSPENDED | SF_CLOSED) or t >= s.end_at:
         return
-    if not wl_has_free(self, s):
+    if not self._has_free(s):
         return
     # The pool does not move during a pass (only joins and suspensions append).
     for cl in range(self._wl_classes + 1):
@@ -443,7 +438,7 @@ cdef void wl_pass(Core self, int32_t sid, int64_t t) noexcept nogil:
         end = q.len
         self._wq_keep.clear()
         while i < end:
-            if self._wl_open[sid] == 0 or not wl_has_free(self, s):
+            if self._wl_open[sid] == 0 or not self._has_free(s):
                 stop = True     # nothing more to fill (or nobody left): no recheck needed
                 break
             ent = &base[i]
@@ -482,7 +477,7 @@ cdef void wl_pass(Core self, int32_t sid, int64_t t) noexcept nogil:
         if stop:
             return
     w = &self._wls[bi]
-    if skipped and T != WL_INF and wl_has_free(self, s) and (w.recheck_at < 0 or T < w.recheck_at):
+    if skipped and T != WL_INF and self._has_free(s) and (w.recheck_at < 0 or T < w.recheck_at):
         w.recheck_at = T
         self._push_timer(T, T_WL_RECHECK, sid)
 
@@ -681,7 +676,7 @@ cdef int wl_join(Core self, int32_t a, int32_t p, const int32_t* cands, int32_t 
         sid = cands[i]
         s = &self._sessions[sid]
         base = <int64_t>sid * self._n_ch
-        if wl_has_free(self, s) and (
+        if self._has_free(s) and (
                 (t >= self._release[base + c] and self._q_left[base + c] > 0)
                 or (t >= self._release[base + self._pub] and self._q_left[base + self._pub] > 0)):
             where[0] = sid
@@ -724,7 +719,7 @@ cdef int32_t wl_move_target(Core self, const vector[DistId]& group, int32_t p, i
     for i in range(group.size()):
         j = group[i].second
         base = <int64_t>j * self._n_ch
-        if not wl_has_free(self, &self._sessions[j]):
+        if not self._has_free(&self._sessions[j]):
             continue
         if self._q_left[base + c] > 0:
             quota[0] = c
@@ -1017,7 +1012,7 @@ cdef wl_check(Core self):
             s = &self._sessions[sid]
             if s.flags & (SF_SUSPENDED | SF_CLOSED) or self._now >= s.end_at:
                 continue
-            if not wl_has_free(self, s):
+            if not self._has_free(s):
                 continue
             assert wl_reason(self, rq, rq.account, rq.patient, sid, s, self._now) != 0, \
                 f"session {sid} has a FREE slot that OPEN request {r} may take"
